@@ -1,0 +1,58 @@
+"""The ``sealpool`` command group and its global options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from sealpool import __version__
+from sealpool.cli import pool, sectors, server
+from sealpool.cli.context import CliContext
+from sealpool.errors import SealpoolError
+
+
+class SealpoolGroup(click.Group):
+    """Turns sealpool and Redis errors into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SealpoolError as exc:
+            raise click.ClickException(str(exc)) from None
+        except redis.RedisError as exc:
+            raise click.ClickException(f"Redis error: {exc}") from None
+
+
+@click.group(cls=SealpoolGroup)
+@click.version_option(__version__, prog_name="sealpool")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML settings file (or SEALPOOL_CONFIG).",
+)
+@click.option("--redis-url", help="Redis server of the pool (or SEALPOOL_REDIS_URL).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Directory of the embedded Redis server (or SEALPOOL_DATA_DIR).",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context, config_file: Path | None, redis_url: str | None, data_dir: Path | None
+) -> None:
+    """sealpool: Filecoin sector sealing on Celery and Redis."""
+    ctx.obj = CliContext(config_file, {"redis_url": redis_url, "data_dir": data_dir})
+
+
+cli.add_command(sectors.group)
+cli.add_command(pool.group)
+cli.add_command(server.group)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="sealpool")

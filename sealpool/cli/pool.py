@@ -1,0 +1,39 @@
+"""``sealpool pool``: the pool as a whole."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from sealpool.cli.context import CliContext, pass_context
+from sealpool.cli.render import emit, json_option, table
+from sealpool.store import KINDS
+
+
+@click.group("pool")
+def group() -> None:
+    """Look at the pool as a whole."""
+
+
+@group.command()
+@json_option
+@pass_context
+def stats(ctx: CliContext, as_json: bool) -> None:
+    """Count sectors per state and kind."""
+    counts = ctx.store.counts()
+    data = {
+        "states": {state.value: by_kind for state, by_kind in counts.items()},
+        "total": sum(sum(by_kind.values()) for by_kind in counts.values()),
+    }
+
+    def human(console: Console) -> None:
+        rows = [
+            [state, *(by_kind[kind] for kind in KINDS), sum(by_kind.values())]
+            for state, by_kind in counts.items()
+        ]
+        rows.append(
+            ["total", *(sum(c[kind] for c in counts.values()) for kind in KINDS), data["total"]]
+        )
+        console.print(table("sealpool pool", ["state", *KINDS, "all"], rows))
+
+    emit(data, as_json, human)

@@ -1,0 +1,124 @@
+"""``sealpool sectors``: add, list and show sectors."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from sealpool.cli.context import CliContext, pass_context
+from sealpool.cli.render import emit, json_option, table
+from sealpool.store import KINDS, Sector, SectorState
+
+_STATE = click.Choice([state.value for state in SectorState], case_sensitive=False)
+_KIND = click.Choice(list(KINDS), case_sensitive=False)
+_COLUMNS = ["id", "kind", "state", "status", "priority", "host", "attempts", "last error"]
+
+
+def _row(sector: Sector) -> list[object]:
+    attempts = sum(sector.attempts.values())
+    return [
+        sector.id,
+        sector.kind,
+        sector.state,
+        sector.status,
+        sector.priority,
+        sector.host,
+        attempts,
+        sector.last_error,
+    ]
+
+
+@click.group("sectors")
+def group() -> None:
+    """Add, list and inspect sectors."""
+
+
+@group.command()
+@click.option("--kind", type=_KIND, required=True, help="deal (carries deals) or cc.")
+@click.option("--count", type=click.IntRange(1, 100_000), default=1, show_default=True)
+@click.option(
+    "--deal-id",
+    "deal_ids",
+    type=click.IntRange(0),
+    multiple=True,
+    help="Deal id packed into the sector (repeatable).",
+)
+@click.option("--priority", type=click.IntRange(0, 9), help="0 is the most urgent.")
+@click.option("--request-id", help="Idempotency key: repeating it creates nothing new.")
+@json_option
+@pass_context
+def add(
+    ctx: CliContext,
+    kind: str,
+    count: int,
+    deal_ids: tuple[int, ...],
+    priority: int | None,
+    request_id: str | None,
+    as_json: bool,
+) -> None:
+    """Create sectors in the Pending state."""
+    sectors = ctx.store.create_many(
+        ctx.settings.miner,
+        kind.lower(),
+        count,  # type: ignore[arg-type]
+        deal_ids=deal_ids,
+        priority=priority,
+        request_id=request_id,
+        actor="cli",
+    )
+    emit(
+        sectors,
+        as_json,
+        lambda console: console.print(table("added", _COLUMNS, [_row(s) for s in sectors])),
+    )
+
+
+@group.command("list")
+@click.option("--state", type=_STATE, help="Only sectors in this state.")
+@click.option("--kind", type=_KIND, help="Only sectors of this kind.")
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Most sectors to show; 0 shows all.",
+)
+@json_option
+@pass_context
+def list_(ctx: CliContext, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """List sectors, most urgent first."""
+    sectors = ctx.store.list(
+        SectorState.parse(state) if state else None,
+        kind.lower() if kind else None,  # type: ignore[arg-type]
+        limit or None,
+    )
+    emit(
+        sectors,
+        as_json,
+        lambda console: console.print(
+            table(f"{len(sectors)} sectors", _COLUMNS, [_row(s) for s in sectors])
+        ),
+    )
+
+
+@group.command()
+@click.argument("sector_id")
+@json_option
+@pass_context
+def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
+    """Show one sector's record and history."""
+    sector = ctx.store.get(sector_id)
+    history = ctx.store.history(sector_id)
+
+    def human(console: Console) -> None:
+        fields = sector.model_dump(mode="json")
+        console.print(table(sector.id, ["field", "value"], [[k, v] for k, v in fields.items()]))
+        console.print(
+            table(
+                "history",
+                ["at (ms)", "actor", "event", "from", "to", "detail"],
+                [[h.at_ms, h.actor, h.event, h.from_state, h.to_state, h.detail] for h in history],
+            )
+        )
+
+    emit({"sector": sector, "history": history}, as_json, human)

@@ -1,0 +1,32 @@
+"""Exceptions sealpool raises for conditions an operator can act on.
+
+Each carries one line that names what is wrong; the CLI prints it as is.
+"""
+
+
+class SealpoolError(Exception):
+    """Base class: a failure explained in one line."""
+
+
+class ConfigError(SealpoolError):
+    """A setting, a file or a value given by the operator is invalid."""
+
+
+class ServerError(SealpoolError):
+    """The Redis server could not be started, stopped or reached."""
+
+
+class SectorNotFound(SealpoolError):
+    """No sector has the given id."""
+
+
+class InvalidSectorId(SealpoolError):
+    """A sector id is not of the form ``<miner>-<number>``."""
+
+
+class IllegalTransition(SealpoolError):
+    """The sector's state machine does not allow the requested move."""
+
+
+class StaleToken(SealpoolError):
+    """A fencing token no longer owns the sector's lease."""

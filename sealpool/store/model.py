@@ -1,0 +1,92 @@
+"""The sector record and its sector id, and how a record maps onto a Redis hash."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from sealpool.errors import InvalidSectorId
+from sealpool.store.states import PhaseStatus, SectorState
+
+SECTOR_ID_RE = re.compile(r"(?P<miner>[ft]0\d{1,19})-(?P<number>\d{1,19})")
+SectorKind = Literal["deal", "cc"]
+
+# Fields stored as JSON inside the hash; every other field is a plain string.
+_JSON_FIELDS = frozenset({"deal_ids", "ticket", "seed", "deadlines", "result"})
+_ATTEMPTS = "attempts."
+
+
+def parse_sector_id(sector_id: str) -> tuple[str, int]:
+    """Split ``f01000-42`` into ``("f01000", 42)``; InvalidSectorId for anything else."""
+    match = SECTOR_ID_RE.fullmatch(sector_id) if isinstance(sector_id, str) else None
+    if match is None:
+        raise InvalidSectorId(
+            f"invalid sector id {sector_id!r}: expected <miner>-<number>, e.g. f01000-42"
+        )
+    return match["miner"], int(match["number"])
+
+
+class Randomness(BaseModel):
+    """Chain randomness fixed for a sector: the ticket (for PC1) or the seed (for C1)."""
+
+    epoch: int
+    value: str = Field(description="Hex-encoded 32 bytes of randomness.")
+
+
+class Sector(BaseModel):
+    """One sector of the pool, as the store holds it."""
+
+    id: str
+    miner: str
+    number: int
+    kind: SectorKind
+    deal_ids: list[int] = Field(default_factory=list)
+    priority: int = Field(default=5, ge=0, le=9, description="0 is the most urgent.")
+    state: SectorState
+    status: PhaseStatus | None = None
+    host: str | None = Field(default=None, description="Host holding the sector's temp data.")
+    temp_path: str | None = None
+    sealed_path: str | None = None
+    ticket: Randomness | None = None
+    seed: Randomness | None = None
+    deadlines: dict[str, int] = Field(
+        default_factory=dict, description="Named deadlines in chain epochs."
+    )
+    deadline_epoch: int | None = Field(default=None, description="Earliest of the deadlines.")
+    attempts: dict[str, int] = Field(default_factory=dict, description="Claims per phase.")
+    lease_owner: str | None = None
+    lease_token: int | None = None
+    lease_expires_ms: int | None = None
+    last_error: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict, description="Last phase's outputs.")
+    created_ms: int
+    updated_ms: int
+    version: int = 0
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> Sector:
+        """Rebuild a record from the strings of its Redis hash."""
+        values: dict[str, Any] = {"attempts": {}}
+        for name, raw in fields.items():
+            if name.startswith(_ATTEMPTS):
+                values["attempts"][name[len(_ATTEMPTS) :]] = int(raw)
+            else:
+                values[name] = json.loads(raw) if name in _JSON_FIELDS else raw
+        return cls.model_validate(values)
+
+
+def encode_fields(values: dict[str, Any]) -> dict[str, str]:
+    """Hash strings for ``values``; a None value becomes ``""``, which the scripts delete."""
+    encoded: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            encoded[name] = ""
+        elif name in _JSON_FIELDS:
+            plain = value.model_dump() if isinstance(value, BaseModel) else value
+            encoded[name] = json.dumps(plain, separators=(",", ":"))
+        else:
+            encoded[name] = str(value.value if hasattr(value, "value") else value)
+    return encoded

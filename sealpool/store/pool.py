@@ -1,0 +1,390 @@
+"""``SectorStore``: the durable sector pool in Redis and the only writer of sector state.
+
+Why fencing tokens: Celery may deliver one phase message twice, and a worker that stalls
+(a long GC pause, a frozen VM) may wake after its lease ran out. Take this timeline::
+
+    t=0   worker A claims PreCommit2 of f01000-7 → token 41, lease until t=60
+    t=70  A is frozen; its lease expires
+    t=71  worker B claims the same phase → token 42
+    t=90  A wakes and calls complete(token 41)   → refused: StaleToken
+    t=95  B calls complete(token 42)             → accepted
+
+Every claim issues a token from one counter, and every renew, complete or fail must present
+the token that owns the lease, so the late worker can never overwrite the live one's result.
+A second delivery of the same message finds the phase already running (or done) and its
+claim returns None: the phase never runs twice at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from sealpool.errors import IllegalTransition, SectorNotFound, StaleToken
+from sealpool.store import scripts
+from sealpool.store.model import Sector, SectorKind, encode_fields, parse_sector_id
+from sealpool.store.states import (
+    TERMINAL,
+    PhaseStatus,
+    SectorState,
+    allowed_sources,
+    next_state,
+    status_on_entry,
+)
+
+KINDS: tuple[SectorKind, ...] = ("deal", "cc")
+DEFAULT_PRIORITY: dict[str, int] = {"deal": 2, "cc": 5}
+_READ_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that one worker owns one phase of one sector until ``expires_ms``."""
+
+    sector_id: str
+    phase: SectorState
+    worker: str
+    token: int
+    expires_ms: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One recorded event in a sector's life."""
+
+    at_ms: int
+    actor: str
+    event: str
+    from_state: str
+    to_state: str
+    detail: str
+
+
+class SectorStore:
+    """The sector pool: create, read, claim and move sectors, atomically and with history."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "sealpool",
+        lease_s: float = 60.0,
+        request_id_ttl_s: int = 7 * 24 * 3600,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.lease_s = lease_s
+        self.request_id_ttl_s = request_id_ttl_s
+        self._create = client.register_script(scripts.CREATE)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._renew = client.register_script(scripts.RENEW)
+        self._move = client.register_script(scripts.MOVE)
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _sector_key(self, sector_id: str) -> str:
+        parse_sector_id(sector_id)
+        return f"{self.prefix}:sector:{sector_id}"
+
+    def _history_key(self, sector_id: str) -> str:
+        return f"{self.prefix}:history:{sector_id}"
+
+    def _index_key(self, state: SectorState, kind: str) -> str:
+        return f"{self.prefix}:state:{state.value}:{kind}"
+
+    @property
+    def _leases_key(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def _deadlines_key(self) -> str:
+        return f"{self.prefix}:deadlines"
+
+    # -- creating -----------------------------------------------------------------------
+
+    def create(
+        self,
+        miner: str,
+        kind: SectorKind,
+        *,
+        deal_ids: Iterable[int] = (),
+        priority: int | None = None,
+        request_id: str | None = None,
+        actor: str = "sealpool",
+    ) -> Sector:
+        """Create one Pending sector; a repeated ``request_id`` returns the first one."""
+        return self.create_many(
+            miner, kind, 1, deal_ids=deal_ids, priority=priority, request_id=request_id, actor=actor
+        )[0]
+
+    def create_many(
+        self,
+        miner: str,
+        kind: SectorKind,
+        count: int,
+        *,
+        deal_ids: Iterable[int] = (),
+        priority: int | None = None,
+        request_id: str | None = None,
+        actor: str = "sealpool",
+    ) -> list[Sector]:
+        """Create ``count`` Pending sectors in one round trip, idempotent per ``request_id``.
+
+        The i-th sector is deduplicated under ``<request_id>/<i>``, so retrying the same
+        request after a lost reply creates nothing new and returns the same sectors.
+        """
+        parse_sector_id(f"{miner}-0")
+        if kind not in KINDS:
+            raise ValueError(f"unknown sector kind {kind!r}; expected deal or cc")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        request_id = request_id or uuid.uuid4().hex
+        priority = DEFAULT_PRIORITY[kind] if priority is None else priority
+        extra = encode_fields({"deal_ids": list(deal_ids)})
+        pipe = self.client.pipeline(transaction=False)
+        for index in range(count):
+            self._create(
+                keys=[f"{self.prefix}:request:{request_id}/{index}", f"{self.prefix}:seq:{miner}"],
+                args=[
+                    self.prefix,
+                    miner,
+                    kind,
+                    priority,
+                    self.request_id_ttl_s,
+                    actor,
+                    SectorState.PENDING.value,
+                    *_pairs(extra),
+                ],
+                client=pipe,
+            )
+        ids = [sector_id for sector_id, _created in pipe.execute()]
+        return self.get_many(ids)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, sector_id: str) -> Sector:
+        """The sector with ``sector_id``; SectorNotFound if there is none."""
+        fields = self.client.hgetall(self._sector_key(sector_id))
+        if not fields:
+            raise SectorNotFound(f"no sector {sector_id!r} in pool {self.prefix!r}")
+        return Sector.from_hash(fields)
+
+    def get_many(self, sector_ids: Iterable[str]) -> list[Sector]:
+        """The sectors with these ids, in order; ids that vanished meanwhile are skipped."""
+        ids = list(sector_ids)
+        sectors: list[Sector] = []
+        for start in range(0, len(ids), _READ_BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for sector_id in ids[start : start + _READ_BATCH]:
+                pipe.hgetall(self._sector_key(sector_id))
+            sectors.extend(Sector.from_hash(fields) for fields in pipe.execute() if fields)
+        return sectors
+
+    def ids_in_state(
+        self, state: SectorState, kind: SectorKind | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Ids in ``state`` from its index, most urgent (priority, then oldest) first."""
+        kinds = KINDS if kind is None else (kind,)
+        stop = -1 if limit is None else limit - 1
+        pipe = self.client.pipeline(transaction=False)
+        for each in kinds:
+            pipe.zrange(self._index_key(state, each), 0, stop, withscores=True)
+        merged = heapq.merge(*pipe.execute(), key=lambda member: member[1])
+        ids = [sector_id for sector_id, _score in merged]
+        return ids if limit is None else ids[:limit]
+
+    def list(
+        self,
+        state: SectorState | None = None,
+        kind: SectorKind | None = None,
+        limit: int | None = None,
+    ) -> list[Sector]:
+        """Sectors in ``state`` (every state when None), read through the state indexes."""
+        states = tuple(SectorState) if state is None else (state,)
+        ids: list[str] = []
+        for each in states:
+            remaining = None if limit is None else limit - len(ids)
+            if remaining == 0:
+                break
+            ids.extend(self.ids_in_state(each, kind, remaining))
+        return self.get_many(ids)
+
+    def counts(self) -> dict[SectorState, dict[str, int]]:
+        """How many sectors each state holds, per kind, from the index sizes alone."""
+        pairs = [(state, kind) for state in SectorState for kind in KINDS]
+        pipe = self.client.pipeline(transaction=False)
+        for state, kind in pairs:
+            pipe.zcard(self._index_key(state, kind))
+        counts: dict[SectorState, dict[str, int]] = {state: {} for state in SectorState}
+        for (state, kind), count in zip(pairs, pipe.execute(), strict=True):
+            counts[state][kind] = count
+        return counts
+
+    def history(self, sector_id: str) -> list[HistoryEntry]:
+        """Every recorded event of the sector, oldest first."""
+        self.get(sector_id)
+        return [
+            HistoryEntry(int(f["at"]), f["actor"], f["event"], f["from"], f["to"], f["detail"])
+            for _id, f in self.client.xrange(self._history_key(sector_id))
+        ]
+
+    def near_deadline(self, before_epoch: int) -> list[str]:
+        """Ids of live sectors whose earliest deadline falls at or before ``before_epoch``."""
+        return self.client.zrangebyscore(self._deadlines_key, "-inf", before_epoch)
+
+    def expired_leases(self) -> list[str]:
+        """Ids of sectors whose running phase lost its lease (worker dead or hung)."""
+        now_s, now_us = self.client.time()
+        return self.client.zrangebyscore(self._leases_key, "-inf", now_s * 1000 + now_us // 1000)
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim(
+        self, sector_id: str, phase: SectorState, worker: str, lease_s: float | None = None
+    ) -> Lease | None:
+        """Take the lease on ``phase`` of the sector, or None when it can't be had.
+
+        It can be had when the sector is in ``phase`` and the phase is queued, or running
+        under a lease that has expired. Each success returns a new, larger fencing token.
+        """
+        lease_ms = int(1000 * (lease_s or self.lease_s))
+        token, expires = self._claim(
+            keys=[
+                self._sector_key(sector_id),
+                f"{self.prefix}:fence",
+                self._leases_key,
+                self._history_key(sector_id),
+            ],
+            args=[phase.value, worker, lease_ms],
+        )
+        if not token:
+            return None
+        return Lease(sector_id, phase, worker, int(token), int(expires))
+
+    def renew(self, lease: Lease, lease_s: float | None = None) -> Lease:
+        """Extend the lease; StaleToken when another claim (or a move) has ended it."""
+        lease_ms = int(1000 * (lease_s or self.lease_s))
+        expires = self._renew(
+            keys=[self._sector_key(lease.sector_id), self._leases_key], args=[lease.token, lease_ms]
+        )
+        if not expires:
+            raise StaleToken(f"{lease.sector_id}: token {lease.token} no longer holds the lease")
+        return Lease(lease.sector_id, lease.phase, lease.worker, lease.token, int(expires))
+
+    def complete(
+        self, lease: Lease, updates: Mapping[str, Any] | None = None, detail: str = ""
+    ) -> SectorState:
+        """Finish the leased phase: the sector moves on to the next state, queued there."""
+        target = next_state(lease.phase)
+        self._apply_move(
+            lease.sector_id,
+            target,
+            actor=lease.worker,
+            event="complete",
+            detail=detail,
+            updates=updates,
+            lease=lease,
+        )
+        return target
+
+    def fail(self, lease: Lease, error: str, *, retry: bool) -> SectorState:
+        """Record a failed attempt: requeue the phase when ``retry``, else move to Failed."""
+        target = lease.phase if retry else SectorState.FAILED
+        self._apply_move(
+            lease.sector_id,
+            target,
+            actor=lease.worker,
+            event="retry" if retry else "fail",
+            detail=error,
+            updates={"last_error": error},
+            lease=lease,
+            sources=[lease.phase],
+        )
+        return target
+
+    def release(self, lease: Lease, reason: str = "handed back") -> None:
+        """Give the phase back unfinished (worker shutting down): it is queued again."""
+        self._apply_move(
+            lease.sector_id,
+            lease.phase,
+            actor=lease.worker,
+            event="release",
+            detail=reason,
+            lease=lease,
+            sources=[lease.phase],
+        )
+
+    # -- unfenced moves (operator, supervisor) --------------------------------------------
+
+    def move(
+        self,
+        sector_id: str,
+        target: SectorState,
+        *,
+        actor: str,
+        event: str = "move",
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+    ) -> Sector:
+        """Move the sector to ``target`` if the state machine allows it from where it is."""
+        self._apply_move(
+            sector_id, target, actor=actor, event=event, detail=detail, updates=updates
+        )
+        return self.get(sector_id)
+
+    def _apply_move(
+        self,
+        sector_id: str,
+        target: SectorState,
+        *,
+        actor: str,
+        event: str,
+        detail: str,
+        updates: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+        sources: Iterable[SectorState] | None = None,
+    ) -> int:
+        allowed = allowed_sources(target) if sources is None else frozenset(sources)
+        status = status_on_entry(target)
+        version, reason, *current = self._move(
+            keys=[
+                self._sector_key(sector_id),
+                self._history_key(sector_id),
+                self._leases_key,
+                self._deadlines_key,
+            ],
+            args=[
+                self.prefix,
+                lease.token if lease else "",
+                lease.phase.value if lease else "",
+                target.value,
+                status.value if status else "",
+                ",".join(state.value for state in allowed),
+                "1" if target in TERMINAL else "0",
+                actor,
+                event,
+                detail,
+                *_pairs(encode_fields(dict(updates or {}))),
+            ],
+        )
+        if version:
+            return int(version)
+        if reason == "no such sector":
+            raise SectorNotFound(f"no sector {sector_id!r} in pool {self.prefix!r}")
+        if reason == "stale token":
+            raise StaleToken(
+                f"{sector_id}: token {lease.token if lease else ''} no longer "
+                f"holds {lease.phase if lease else ''} (sector is in {current[0]})"
+            )
+        raise IllegalTransition(f"{sector_id}: illegal transition {current[0]} → {target}")
+
+
+def _pairs(fields: Mapping[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+__all__ = ["KINDS", "HistoryEntry", "Lease", "PhaseStatus", "SectorStore"]

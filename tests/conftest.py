@@ -1,0 +1,62 @@
+"""Fixtures: a private Redis server for the whole run, a fresh pool prefix per test.
+
+The server comes from the embedded package (never 127.0.0.1:6379) unless
+``SEALPOOL_REDIS_URL`` names one to use instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sealpool import server
+from sealpool.store import SectorStore
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the Redis server the tests talk to."""
+    if os.environ.get("SEALPOOL_REDIS_URL"):
+        yield os.environ["SEALPOOL_REDIS_URL"]
+        return
+    data_dir = tmp_path_factory.mktemp("redis")
+    info = server.start(data_dir)
+    yield info.url
+    server.stop(data_dir)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    """A key prefix of the test's own; its keys are deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(client.scan_iter(f"{name}:*", count=5000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start : start + 5000])
+
+
+@pytest.fixture
+def store(client: redis.Redis, prefix: str) -> SectorStore:
+    return SectorStore(client, prefix=prefix, lease_s=30)
+
+
+@pytest.fixture
+def cli_env(redis_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Environment of CLI invocations: the test server and the test's prefix."""
+    monkeypatch.setenv("SEALPOOL_REDIS_URL", redis_url)
+    monkeypatch.setenv("SEALPOOL_KEY_PREFIX", prefix)
+    monkeypatch.setenv("SEALPOOL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("SEALPOOL_CONFIG", raising=False)
+    return prefix
