@@ -1,0 +1,25 @@
+"""A private Redis server for a benchmark run: SEALPOOL_REDIS_URL, or an embedded one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sealpool import server
+
+
+@contextmanager
+def benchmark_redis() -> Iterator[str]:
+    """Yield a Redis URL for the benchmark; an embedded server is stopped afterwards."""
+    if os.environ.get("SEALPOOL_REDIS_URL"):
+        yield os.environ["SEALPOOL_REDIS_URL"]
+        return
+    with tempfile.TemporaryDirectory(prefix="sealpool-bench-") as data_dir:
+        info = server.start(Path(data_dir))
+        try:
+            yield info.url
+        finally:
+            server.stop(Path(data_dir))
