@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from _server import benchmark_redis
 from sealpool.cli import cli
 from sealpool.store import PIPELINE, SectorState, SectorStore
+
+from _server import benchmark_redis
 
 WORK_PHASES = PIPELINE[1:-1]
 
