@@ -7,8 +7,10 @@ TOML file named by ``--config`` or ``SEALPOOL_CONFIG``, then the defaults below.
 from __future__ import annotations
 
 import os
+import socket
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -22,6 +24,18 @@ from pydantic_settings import (
 from sealpool.errors import ConfigError
 
 CONFIG_ENV = "SEALPOOL_CONFIG"
+EPOCH_SECONDS = 30.0
+# Typical phase durations of a 32 GiB sector, in seconds (see docs/REFERENCE facts).
+DEFAULT_PHASE_SECONDS: dict[str, float] = {
+    "AddPiece": 300.0,
+    "PreCommit1": 3 * 3600.0,
+    "PreCommit2": 15 * 60.0,
+    "PreCommitting": 60.0,
+    "Commit1": 30.0,
+    "Commit2": 20 * 60.0,
+    "Committing": 60.0,
+    "Finalize": 300.0,
+}
 _config_file: ContextVar[Path | None] = ContextVar("sealpool_config_file", default=None)
 
 
@@ -58,12 +72,90 @@ class Settings(BaseSettings):
         description="How long a sector-creation request id is remembered for deduplication.",
     )
 
+    host: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="Name of this machine in queue names (<phase>@<host>) and history.",
+    )
+    temp_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Scratch directories for sectors' temp files (empty: <data_dir>/temp).",
+    )
+    sealed_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Long-term directories for sealed files (empty: <data_dir>/sealed).",
+    )
+    backend: Literal["sim", "external"] = Field(
+        default="sim", description="What computes the phases: simulated, or a processor."
+    )
+    processor: list[str] = Field(
+        default_factory=list,
+        description="argv of the external processor (JSON request on stdin, result on stdout).",
+    )
+    processor_timeout_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Timeout of the external processor per phase (AddPiece, PreCommit1, …); "
+        "phases not named get 24 h.",
+    )
+    time_scale: float = Field(
+        default=1.0, gt=0, description="Farm time runs this many times faster than wall time."
+    )
+    phase_seconds: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_PHASE_SECONDS),
+        description="Typical duration of each phase in farm seconds (32 GiB sector); the sim "
+        "backend takes this long (divided by time_scale), the ticket check plans with it.",
+    )
+    sector_size: Literal["2KiB", "8MiB", "512MiB", "32GiB", "64GiB"] = "32GiB"
+    chain: Literal["sim", "rpc"] = Field(default="sim", description="Where epochs come from.")
+    chain_rpc_url: str | None = Field(
+        default=None, description="Filecoin JSON-RPC endpoint (http://host:1234/rpc/v1)."
+    )
+    chain_rpc_token: str | None = Field(default=None, description="JWT of the node's API.")
+    sim_start_epoch: int = Field(default=100_000, ge=0, description="Sim chain's first epoch.")
+    ticket_confidence: int = Field(
+        default=900, ge=0, description="The ticket is taken this many epochs below the head."
+    )
+    max_ticket_age: int = Field(
+        default=3780, gt=0, description="MaxPreCommitRandomnessLookback in epochs."
+    )
+    precommit_challenge_delay: int = Field(
+        default=150, ge=0, description="Epochs from precommit landing to the seed epoch."
+    )
+    seed_confidence: int = Field(
+        default=6, ge=0, description="Epochs to wait past the seed epoch before using it."
+    )
+    expired_ticket: Literal["reticket", "abort"] = Field(
+        default="reticket",
+        description="When a sector's ticket can't last through PC2 and precommit: take a "
+        "fresh ticket and redo PC1, or abort the sector.",
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, description="Tries of a phase before the sector is Failed."
+    )
+    retry_backoff_s: float = Field(
+        default=60.0, ge=0, description="First retry delay in farm seconds; doubles each try."
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis_url {url!r} must start with redis://, rediss:// or unix://")
         return url or None
+
+    @property
+    def scratch_dirs(self) -> list[Path]:
+        """Temp directories in use: the configured ones or one under the data directory."""
+        return self.temp_dirs or [self.data_dir / "temp"]
+
+    @property
+    def store_dirs(self) -> list[Path]:
+        """Sealed-file directories in use: the configured ones or one under the data dir."""
+        return self.sealed_dirs or [self.data_dir / "sealed"]
+
+    def wall_seconds(self, farm_seconds: float) -> float:
+        """Wall-clock seconds that ``farm_seconds`` of farm time take at this time scale."""
+        return farm_seconds / self.time_scale
 
     @classmethod
     def settings_customise_sources(

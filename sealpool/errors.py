@@ -30,3 +30,15 @@ class IllegalTransition(SealpoolError):
 
 class StaleToken(SealpoolError):
     """A fencing token no longer owns the sector's lease."""
+
+
+class ChainError(SealpoolError):
+    """The chain node failed or refused a call."""
+
+
+class PhaseError(SealpoolError):
+    """A phase could not be computed; ``retry`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry

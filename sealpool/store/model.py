@@ -15,7 +15,7 @@ SECTOR_ID_RE = re.compile(r"(?P<miner>[ft]0\d{1,19})-(?P<number>\d{1,19})")
 SectorKind = Literal["deal", "cc"]
 
 # Fields stored as JSON inside the hash; every other field is a plain string.
-_JSON_FIELDS = frozenset({"deal_ids", "ticket", "seed", "deadlines", "result"})
+_JSON_FIELDS = frozenset({"deal_ids", "ticket", "seed", "deadlines", "outputs"})
 _ATTEMPTS = "attempts."
 
 
@@ -61,7 +61,9 @@ class Sector(BaseModel):
     lease_token: int | None = None
     lease_expires_ms: int | None = None
     last_error: str | None = None
-    result: dict[str, Any] = Field(default_factory=dict, description="Last phase's outputs.")
+    outputs: dict[str, Any] = Field(
+        default_factory=dict, description="Outputs of the phases so far (commitments, proofs)."
+    )
     created_ms: int
     updated_ms: int
     version: int = 0

@@ -18,6 +18,7 @@ claim returns None: the phase never runs twice at once.
 from __future__ import annotations
 
 import heapq
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -232,6 +233,21 @@ class SectorStore:
             for _id, f in self.client.xrange(self._history_key(sector_id))
         ]
 
+    def note(self, sector_id: str, actor: str, event: str, detail: str) -> None:
+        """Append an event that changes no state (a dispatch, a warning) to the history."""
+        state = self.client.hget(self._sector_key(sector_id), "state") or ""
+        self.client.xadd(
+            self._history_key(sector_id),
+            {
+                "at": int(time.time() * 1000),
+                "actor": actor,
+                "event": event,
+                "from": state,
+                "to": state,
+                "detail": detail,
+            },
+        )
+
     def near_deadline(self, before_epoch: int) -> list[str]:
         """Ids of live sectors whose earliest deadline falls at or before ``before_epoch``."""
         return self.client.zrangebyscore(self._deadlines_key, "-inf", before_epoch)
@@ -244,12 +260,19 @@ class SectorStore:
     # -- leases -------------------------------------------------------------------------
 
     def claim(
-        self, sector_id: str, phase: SectorState, worker: str, lease_s: float | None = None
+        self,
+        sector_id: str,
+        phase: SectorState,
+        worker: str,
+        lease_s: float | None = None,
+        host: str | None = None,
     ) -> Lease | None:
         """Take the lease on ``phase`` of the sector, or None when it can't be had.
 
         It can be had when the sector is in ``phase`` and the phase is queued, or running
         under a lease that has expired. Each success returns a new, larger fencing token.
+        With ``host`` (phases that touch temp files) an unbound sector is bound to that
+        host, and a sector bound to another host is refused.
         """
         lease_ms = int(1000 * (lease_s or self.lease_s))
         token, expires = self._claim(
@@ -259,17 +282,26 @@ class SectorStore:
                 self._leases_key,
                 self._history_key(sector_id),
             ],
-            args=[phase.value, worker, lease_ms],
+            args=[phase.value, worker, lease_ms, host or ""],
         )
         if not token:
             return None
         return Lease(sector_id, phase, worker, int(token), int(expires))
 
-    def renew(self, lease: Lease, lease_s: float | None = None) -> Lease:
-        """Extend the lease; StaleToken when another claim (or a move) has ended it."""
+    def renew(
+        self,
+        lease: Lease,
+        lease_s: float | None = None,
+        updates: Mapping[str, Any] | None = None,
+    ) -> Lease:
+        """Extend the lease, saving ``updates`` with it (progress such as a sent message).
+
+        StaleToken when another claim (or a move) has ended the lease.
+        """
         lease_ms = int(1000 * (lease_s or self.lease_s))
         expires = self._renew(
-            keys=[self._sector_key(lease.sector_id), self._leases_key], args=[lease.token, lease_ms]
+            keys=[self._sector_key(lease.sector_id), self._leases_key],
+            args=[lease.token, lease_ms, *_pairs(encode_fields(dict(updates or {})))],
         )
         if not expires:
             raise StaleToken(f"{lease.sector_id}: token {lease.token} no longer holds the lease")

@@ -60,17 +60,22 @@ return {id, 1}
 """
 )
 
-# CLAIM a work phase: the lease goes to one worker and a new fencing token is issued.
+# CLAIM a work phase: the lease goes to one worker and a new fencing token is issued. A
+# phase that reads the sector's temp files names the worker's host: it binds an unbound
+# sector to that host, and is refused on any other host than the bound one.
 # KEYS[1] sector hash, KEYS[2] fencing counter, KEYS[3] lease index, KEYS[4] history
-# ARGV[1] phase, ARGV[2] worker, ARGV[3] lease length (ms)
+# ARGV[1] phase, ARGV[2] worker, ARGV[3] lease length (ms), ARGV[4] host ("" = any)
 # Returns {token, lease expiry (ms)} on success, {0, reason} when the phase can't be claimed.
 CLAIM = (
     _HELPERS
     + """
 local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'status', 'lease_expires_ms',
-                     'lease_owner')
+                     'lease_owner', 'host')
 if not f[1] then return {0, 'no such sector'} end
 if f[2] ~= ARGV[1] then return {0, 'sector is in ' .. f[2] .. ', not ' .. ARGV[1]} end
+if ARGV[4] ~= '' and f[6] and f[6] ~= ARGV[4] then
+  return {0, 'temp data is on ' .. f[6] .. ', not ' .. ARGV[4]}
+end
 local now = now_ms()
 local taken_over = ''
 if f[3] == 'running' then
@@ -83,16 +88,21 @@ local token = redis.call('INCR', KEYS[2])
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[2], 'lease_token', token,
            'lease_expires_ms', expires, 'updated_ms', now)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'host', ARGV[4]) end
 redis.call('HINCRBY', KEYS[1], 'attempts.' .. ARGV[1], 1)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('ZADD', KEYS[3], expires, f[1])
-record(KEYS[4], ARGV[2], 'claim', ARGV[1], ARGV[1], 'token ' .. token .. taken_over, now)
+local on_host = ''
+if ARGV[4] ~= '' then on_host = ' on ' .. ARGV[4] end
+record(KEYS[4], ARGV[2], 'claim', ARGV[1], ARGV[1], 'token ' .. token .. on_host .. taken_over,
+       now)
 return {token, expires}
 """
 )
 
-# RENEW a lease held with a token.
-# KEYS[1] sector hash, KEYS[2] lease index; ARGV[1] token, ARGV[2] lease length (ms)
+# RENEW a lease held with a token, optionally saving progress (e.g. a sent message's id).
+# KEYS[1] sector hash, KEYS[2] lease index; ARGV[1] token, ARGV[2] lease length (ms),
+# ARGV[3..] field pairs to set ("" deletes)
 # Returns the new expiry (ms), or 0 when the token no longer owns the lease.
 RENEW = (
     _HELPERS
@@ -101,6 +111,7 @@ local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'lease_token')
 if f[2] ~= 'running' or f[3] ~= ARGV[1] then return 0 end
 local expires = now_ms() + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lease_expires_ms', expires)
+apply_patch(KEYS[1], 3)
 redis.call('ZADD', KEYS[2], expires, f[1])
 return expires
 """

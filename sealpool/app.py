@@ -1,0 +1,58 @@
+"""The Celery app: ``celery -A sealpool.app worker`` runs sealpool's phase tasks.
+
+Why these settings (see docs/architecture.md):
+
+* JSON only, in and out: a message can never carry pickled code.
+* Phases run for hours, and the Redis broker redelivers a message that stays unacknowledged
+  past ``visibility_timeout`` — so tasks are acknowledged on receipt (``acks_late`` off) and
+  the store's heartbeat-renewed lease is what recovers a phase whose worker died.
+* One message per worker process at a time (prefetch 1, prefetch disabled on Redis), so a
+  worker never sits on messages that an idle worker could start, and priorities hold.
+* Priorities: ten Redis priority steps, served lowest number first across all the queues a
+  worker consumes.
+
+The broker URL comes from sealpool's settings when the app is first configured (starting
+the embedded server when no ``redis_url`` is set), not at import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from sealpool import routing
+from sealpool.config import load_settings
+from sealpool.connection import redis_url
+
+
+def _broker_settings() -> dict[str, Any]:
+    return {"broker_url": redis_url(load_settings())}
+
+
+app = Celery("sealpool", include=["sealpool.sealing_tasks.tasks"])
+app.add_defaults(_broker_settings)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    event_serializer="json",
+    task_ignore_result=True,
+    task_acks_late=False,
+    task_reject_on_worker_lost=False,
+    worker_prefetch_multiplier=1,
+    worker_disable_prefetch=True,
+    task_default_priority=9,
+    task_default_queue="sealpool.default",
+    task_create_missing_queues=True,
+    task_routes=(routing.route_task,),
+    task_send_sent_event=True,
+    worker_send_task_events=True,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={
+        "priority_steps": list(range(10)),
+        "sep": ":",
+        "queue_order_strategy": "priority",
+        "visibility_timeout": 3600,
+    },
+)

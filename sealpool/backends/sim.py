@@ -1,0 +1,103 @@
+"""The simulated backend: sleeps each phase's (time-scaled) duration and writes small real
+files where a real sealer writes big ones, so routing and storage can be checked for real.
+
+Each sector's scratch directory carries a ``.host`` marker naming the host that wrote it. A
+phase that reads scratch files on another host counts those bytes as ``cross_host_bytes``
+(a real farm would have to copy them over the network); sealpool's routing keeps it at 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from sealpool.backends.base import PhaseRequest, Slot
+from sealpool.config import Settings
+from sealpool.errors import PhaseError
+
+LAYERS = 11
+FILE_BYTES = 4096
+HOST_MARKER = ".host"
+CACHE_FILES = ("p_aux", "t_aux", "tree-r-last.dat")
+READS_SCRATCH = frozenset({"PreCommit1", "PreCommit2", "Commit1", "Finalize"})
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def _write(path: Path, seed: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = hashlib.sha256(seed.encode()).digest()
+    path.write_bytes(block * (FILE_BYTES // len(block)))
+
+
+class SimBackend:
+    """Time-scaled phases that leave real files behind."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def run(self, request: PhaseRequest, slot: Slot, cancelled: threading.Event) -> dict[str, Any]:
+        scratch = Path(request.temp_path)
+        reads = request.phase in READS_SCRATCH
+        cross_host = self._cross_host_bytes(scratch, slot) if reads else 0
+        seconds = self.settings.wall_seconds(self.settings.phase_seconds.get(request.phase, 0))
+        if cancelled.wait(seconds):
+            raise PhaseError(f"{request.phase} of {request.sector_id} cancelled", retry=True)
+        outputs = getattr(self, f"_{request.phase.lower()}")(request, scratch, slot)
+        return {**outputs, "cross_host_bytes": cross_host, "host": slot.host}
+
+    @staticmethod
+    def _cross_host_bytes(scratch: Path, slot: Slot) -> int:
+        marker = scratch / HOST_MARKER
+        if not marker.exists() or marker.read_text() == slot.host:
+            return 0
+        return sum(path.stat().st_size for path in scratch.rglob("*") if path.is_file())
+
+    def _addpiece(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / HOST_MARKER).write_text(slot.host)
+        _write(scratch / "unsealed", _digest(request.sector_id, request.deal_ids))
+        return {"comm_d": _digest("comm_d", request.sector_id, request.deal_ids)}
+
+    def _precommit1(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
+        if not (scratch / "unsealed").exists():
+            raise PhaseError(f"{request.sector_id}: no unsealed data in {scratch}", retry=False)
+        ticket = (request.ticket or {}).get("value", "")
+        for layer in range(1, LAYERS + 1):
+            _write(scratch / "cache" / f"sc-02-data-layer-{layer}.dat", f"{ticket}:{layer}")
+        return {"labels": _digest("pc1", request.sector_id, ticket)}
+
+    def _precommit2(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
+        labels = request.inputs["PreCommit1"]["labels"]
+        for name in CACHE_FILES:
+            _write(scratch / "cache" / name, f"{labels}:{name}")
+        _write(scratch / "sealed", labels)
+        comm_r = _digest("comm_r", labels)
+        return {"comm_r": comm_r, "precommit_params": _digest("params", comm_r)}
+
+    def _commit1(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
+        if not (scratch / "cache" / "p_aux").exists():
+            raise PhaseError(f"{request.sector_id}: no PC2 cache in {scratch}", retry=False)
+        seed = (request.seed or {}).get("value", "")
+        return {"c1_output": _digest("c1", request.inputs["PreCommit2"]["comm_r"], seed)}
+
+    def _commit2(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
+        proof = _digest("proof", request.inputs["Commit1"]["c1_output"])
+        return {"proof": proof, "provecommit_params": _digest("params", proof)}
+
+    def _finalize(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
+        if request.sealed_path is None:
+            raise PhaseError(f"{request.sector_id}: Finalize needs a sealed path", retry=False)
+        target = Path(request.sealed_path)
+        (target / "cache").mkdir(parents=True, exist_ok=True)
+        shutil.move(scratch / "sealed", target / "sealed")
+        for name in CACHE_FILES:
+            shutil.move(scratch / "cache" / name, target / "cache" / name)
+        shutil.rmtree(scratch)
+        stored = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
+        return {"sealed_bytes": stored}

@@ -1,0 +1,31 @@
+"""Chain adapters: a simulated clock by default, a Filecoin JSON-RPC node optionally."""
+
+from __future__ import annotations
+
+import redis
+
+from sealpool.chain.base import Chain, Message, MessageKind, RandomnessPurpose
+from sealpool.chain.rpc import RpcChain
+from sealpool.chain.sim import SimChain
+from sealpool.config import Settings
+from sealpool.errors import ConfigError
+
+
+def make_chain(settings: Settings, client: redis.Redis, prefix: str) -> Chain:
+    """The chain the settings name."""
+    if settings.chain == "rpc":
+        if not settings.chain_rpc_url:
+            raise ConfigError("chain = 'rpc' needs chain_rpc_url (SEALPOOL_CHAIN_RPC_URL)")
+        return RpcChain(settings.chain_rpc_url, settings.chain_rpc_token, settings.miner)
+    return SimChain(client, prefix, settings.time_scale, settings.sim_start_epoch)
+
+
+__all__ = [
+    "Chain",
+    "Message",
+    "MessageKind",
+    "RandomnessPurpose",
+    "RpcChain",
+    "SimChain",
+    "make_chain",
+]

@@ -1,0 +1,69 @@
+"""The life of one phase task: claim, compute under a kept lease, complete, route onward.
+
+A task that cannot claim its sector (a second delivery of its message, a phase already
+running or done) does nothing: the store's claim is the only door into a phase.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sealpool.errors import PhaseError, StaleToken
+from sealpool.routing import TEMP_PHASES
+from sealpool.runtime import Runtime
+from sealpool.sealing_tasks.dispatch import dispatch
+from sealpool.sealing_tasks.lease_keeper import LeaseKeeper
+from sealpool.sealing_tasks.steps import STEPS, PhaseContext
+from sealpool.store import TERMINAL, Lease, Sector, SectorState
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_WALL_S = 3600.0
+
+
+def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str, host: str) -> str:
+    """Run ``phase`` of the sector on this worker; returns what happened, in a word."""
+    store = runtime.store
+    lease = store.claim(sector_id, phase, worker, host=host if phase in TEMP_PHASES else None)
+    if lease is None:
+        log.info("%s of %s not claimed by %s: taken, done or elsewhere", phase, sector_id, worker)
+        return "skipped"
+    with LeaseKeeper(store, lease) as keeper:
+        sector = store.get(sector_id)
+        context = PhaseContext(runtime, sector, phase, runtime.slot(host), keeper)
+        try:
+            updates = STEPS[phase](context)
+        except PhaseError as exc:
+            return _failed(runtime, keeper.lease, sector, str(exc), exc.retry)
+        except Exception as exc:  # a bug or an unexpected I/O error: record it, retry later
+            log.exception("%s of %s crashed", phase, sector_id)
+            return _failed(runtime, keeper.lease, sector, f"{type(exc).__name__}: {exc}", True)
+        lease = keeper.lease
+    try:
+        reached = store.complete(lease, updates, detail=f"on {host}")
+    except StaleToken as exc:
+        log.warning("%s", exc)
+        return "lost"
+    if reached not in TERMINAL:
+        dispatch(store, store.get(sector_id), actor=worker)
+    return "done"
+
+
+def _failed(runtime: Runtime, lease: Lease, sector: Sector, error: str, retry: bool) -> str:
+    """Requeue the phase with exponential back-off, or fail the sector for good."""
+    store, settings = runtime.store, runtime.settings
+    attempts = sector.attempts.get(lease.phase.value, 1)
+    retry = retry and attempts < settings.max_attempts
+    reason = error if retry else f"{error} (after {attempts} attempts)" if attempts > 1 else error
+    try:
+        store.fail(lease, reason, retry=retry)
+    except StaleToken as exc:
+        log.warning("%s", exc)
+        return "lost"
+    if not retry:
+        log.error("%s failed: %s", sector.id, reason)
+        return "failed"
+    backoff = settings.wall_seconds(settings.retry_backoff_s * 2 ** (attempts - 1))
+    dispatch(
+        store, store.get(sector.id), actor=lease.worker, countdown=min(backoff, MAX_BACKOFF_WALL_S)
+    )
+    return "retrying"

@@ -1,0 +1,63 @@
+"""The Celery tasks, one per phase: ``sealpool.ap``, ``sealpool.pc1``, … ``sealpool.finalize``.
+
+Every task takes the same keyword arguments, set by :func:`dispatch` and read by the router:
+``pool`` (key prefix), ``sector_id``, ``kind``, ``host`` (binding, if any) and ``urgent``.
+The worker's host is the ``host`` setting of its process (``SEALPOOL_HOST``), which
+``sealpool worker`` also puts in the node name (``-n pc1@host-a``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from celery import Task
+
+from sealpool import routing
+from sealpool.app import app
+from sealpool.config import EPOCH_SECONDS
+from sealpool.runtime import Runtime, runtime
+from sealpool.sealing_tasks.dispatch import dispatch
+from sealpool.sealing_tasks.runner import run_phase
+from sealpool.sealing_tasks.steps import seed_ready_epoch
+from sealpool.store import PhaseStatus, SectorState
+
+SEED_POLL_MAX_S = 600.0
+
+
+def run_here(rt: Runtime, phase: SectorState, sector_id: str) -> str:
+    """Run the phase as this worker: its host, and an id naming host, process and thread."""
+    host = rt.settings.host
+    worker = f"{host}:{os.getpid()}-{threading.get_native_id()}"
+    return run_phase(rt, phase, sector_id, worker, host)
+
+
+def _phase_task(phase: SectorState) -> Task:
+    @app.task(name=routing.task_name(phase))
+    def run(pool: str, sector_id: str, **_route: Any) -> str:
+        return run_here(runtime(pool), phase, sector_id)
+
+    run.__doc__ = f"Run {phase} of a sector."
+    return run
+
+
+PHASE_TASKS = {
+    phase: _phase_task(phase) for phase in routing.QUEUE_NAMES if phase is not SectorState.WAIT_SEED
+}
+
+
+@app.task(name=routing.task_name(SectorState.WAIT_SEED))
+def wait_seed(pool: str, sector_id: str, **_route: Any) -> str:
+    """Take the seed once the chain is past seed epoch + confidence; until then, look again
+    later (a countdown, not a sleeping worker slot)."""
+    rt = runtime(pool)
+    sector = rt.store.get(sector_id)
+    if sector.state is not SectorState.WAIT_SEED or sector.status is not PhaseStatus.QUEUED:
+        return "skipped"
+    epochs_left = seed_ready_epoch(rt, sector) - rt.chain.head()
+    if epochs_left > 0:
+        wait_s = rt.settings.wall_seconds(epochs_left * EPOCH_SECONDS)
+        dispatch(rt.store, sector, actor="waitseed", countdown=min(wait_s, SEED_POLL_MAX_S))
+        return "waiting"
+    return run_here(rt, SectorState.WAIT_SEED, sector_id)
