@@ -11,6 +11,7 @@ import redis
 from sealpool import __version__
 from sealpool.cli import pool, sectors, server
 from sealpool.cli.context import CliContext
+from sealpool.cli.demo import demo
 from sealpool.errors import SealpoolError
 
 
@@ -51,6 +52,7 @@ def cli(
 cli.add_command(sectors.group)
 cli.add_command(pool.group)
 cli.add_command(server.group)
+cli.add_command(demo)
 
 
 def main() -> None:

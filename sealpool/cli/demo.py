@@ -1,0 +1,81 @@
+"""``sealpool demo``: seal sectors on a simulated farm, with a progress bar per phase."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict
+from types import FrameType
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sealpool.cli.render import emit, json_option, table
+from sealpool.demo import DemoResult, run_demo
+from sealpool.store import WORK_PHASES, SectorState
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _summary(result: DemoResult) -> list[list[object]]:
+    rows: list[list[object]] = [
+        ["sectors sealed", f"{result.sectors_sealed} / {result.sectors}"],
+        ["sectors failed", result.sectors_failed],
+        ["hosts", result.hosts],
+        ["elapsed (wall)", f"{result.elapsed_s:.1f} s"],
+        ["cross-host temp bytes", result.cross_host_bytes],
+        ["temp phases of each sector on one host", result.temp_phase_hosts_consistent],
+        ["throughput (farm time)", f"{result.throughput_per_h * 24 / result.time_scale:.1f} "
+                                   "sectors/day"],
+        ["bottleneck bound (farm time)", f"{result.bound_per_h * 24 / result.time_scale:.1f} "
+                                         f"sectors/day ({result.bottleneck} slots)"],
+        ["throughput / bound", f"{result.bound_ratio:.2f}"],
+    ]  # fmt: skip
+    for phase, seconds in result.phase_seconds.items():
+        rows.append(
+            [
+                f"mean {phase}",
+                f"{seconds:.2f} s wall = {seconds * result.time_scale / 60:.1f} min farm",
+            ]
+        )
+    return rows
+
+
+@click.command()
+@click.option("--sectors", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--hosts", type=click.IntRange(1, 16), default=2, show_default=True)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=1, max=100_000),
+    default=1000,
+    show_default=True,
+    help="Farm seconds per wall second.",
+)
+@json_option
+def demo(sectors: int, hosts: int, time_scale: float, as_json: bool) -> None:
+    """Seal sectors to Proving on a simulated farm of real Celery workers."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    with Progress(
+        TextColumn("{task.description:>14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=as_json,
+    ) as bars:
+        tasks = {phase: bars.add_task(phase.value, total=sectors) for phase in WORK_PHASES}
+
+        def show(done: dict[SectorState, int]) -> None:
+            for phase, count in done.items():
+                bars.update(tasks[phase], completed=count)
+
+        try:
+            result = run_demo(sectors, hosts, time_scale, progress=show)
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted: every worker and server stopped") from None
+
+    def human(console: Console) -> None:
+        console.print(table("sealpool demo", ["", ""], _summary(result)))
+
+    emit(asdict(result), as_json, human)
