@@ -42,7 +42,6 @@ app.conf.update(
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
     worker_disable_prefetch=True,
-    task_default_priority=9,
     task_default_queue="sealpool.default",
     task_create_missing_queues=True,
     task_routes=(routing.route_task,),

@@ -60,3 +60,26 @@ def cli_env(redis_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("SEALPOOL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("SEALPOOL_CONFIG", raising=False)
     return prefix
+
+
+@pytest.fixture
+def farm_env(
+    redis_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Settings of a fast sim farm on host ``hostA`` for the test's pool; yields its root."""
+    from sealpool.app import app
+    from sealpool.runtime import runtime
+
+    settings = {
+        "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "HOST": "hostA", "TIME_SCALE": "2000",
+        "TEMP_DIRS": f'["{tmp_path}/hostA/temp"]', "SEALED_DIRS": f'["{tmp_path}/hostA/sealed"]',
+        "TICKET_CONFIDENCE": "10", "RETRY_BACKOFF_S": "200", "LEASE_S": "10",
+        "DATA_DIR": str(tmp_path / "data"),
+    }  # fmt: skip
+    for name, value in settings.items():
+        monkeypatch.setenv(f"SEALPOOL_{name}", value)
+    monkeypatch.delenv("SEALPOOL_CONFIG", raising=False)
+    app.conf.broker_url = redis_url
+    runtime.cache_clear()
+    yield tmp_path
+    runtime.cache_clear()

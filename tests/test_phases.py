@@ -1,0 +1,193 @@
+"""Sealing phases on real Celery workers (threads) against a real Redis broker and store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from sealpool.runtime import runtime
+from sealpool.sealing_tasks import dispatch, start
+from sealpool.store import PhaseStatus, Randomness, SectorState
+
+from farm_helpers import events, wait_for, worker
+
+S = SectorState
+PROCESSOR = [sys.executable, str(Path(__file__).parents[1] / "docs/examples/processor.py")]
+
+
+def test_sectors_seal_to_proving(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    sectors = store.create_many("f01000", "deal", 2, deal_ids=[5]) + store.create_many(
+        "f01000", "cc", 2
+    )
+    with worker(prefix):
+        for sector in sectors:
+            start(store, sector.id, actor="test")
+        done = wait_for(store, [s.id for s in sectors])
+    for sector in done:
+        assert sector.state is S.PROVING, sector.last_error
+        assert sector.host == "hostA" and sector.ticket and sector.seed
+        assert sector.seed.epoch == sector.outputs["PreCommitting"]["seed_epoch"]
+        assert sector.seed.epoch - sector.outputs["PreCommitting"]["epoch"] == 150
+        assert not Path(sector.temp_path).exists()  # scratch freed by Finalize
+        sealed = Path(sector.sealed_path)
+        assert sealed.is_relative_to(farm_env / "hostA" / "sealed")
+        assert (sealed / "sealed").stat().st_size > 0 and (sealed / "cache" / "p_aux").exists()
+        queues = [h.detail.split()[0] for h in events(store, sector.id, "dispatch")]
+        assert list(dict.fromkeys(queues)) == [f"queue={prefix}.{q}" for q in (
+            "ap", "pc1@hostA", "pc2@hostA", "precommit", "waitseed", "c1@hostA", "c2",
+            "provecommit", "finalize@hostA")]  # fmt: skip
+        assert len(queues) - len(set(queues)) <= 2  # WaitSeed looks again without a slot
+        assert [h.from_state for h in events(store, sector.id, "claim")] == [
+            p.value
+            for p in (
+                S.ADD_PIECE,
+                S.PRE_COMMIT_1,
+                S.PRE_COMMIT_2,
+                S.PRE_COMMITTING,
+                S.WAIT_SEED,
+                S.COMMIT_1,
+                S.COMMIT_2,
+                S.COMMITTING,
+                S.FINALIZE,
+            )
+        ]
+        assert sum(o.get("cross_host_bytes", 0) for o in sector.outputs.values()) == 0
+    submitted = runtime(prefix).chain.submitted("provecommit")
+    assert set(submitted) == {s.id for s in sectors}
+
+
+def test_dispatch_history_records_queue_priority_and_host(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    deal, cc = store.create("f01000", "deal"), store.create("f01000", "cc")
+    with worker(prefix):
+        for sector in (deal, cc):
+            start(store, sector.id, actor="test")
+        wait_for(store, [deal.id, cc.id])
+    first = [h.detail for h in events(store, deal.id, "dispatch")][:2]
+    assert first == [
+        f"queue={prefix}.ap priority=4 host=-",
+        f"queue={prefix}.pc1@hostA priority=3 host=hostA",
+    ]
+    assert events(store, cc.id, "dispatch")[0].detail == f"queue={prefix}.ap priority=9 host=-"
+
+
+def test_same_message_delivered_twice_runs_the_backend_once(
+    farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = farm_env / "runs.log"
+    monkeypatch.setenv("SEALPOOL_BACKEND", "external")
+    monkeypatch.setenv("SEALPOOL_PROCESSOR", str(PROCESSOR).replace("'", '"'))
+    monkeypatch.setenv("SEALPOOL_EXAMPLE_LOG", str(log))
+    store = runtime(prefix).store
+    sector = store.move(store.create("f01000", "cc").id, S.ADD_PIECE, actor="test")
+    for _ in range(3):
+        dispatch(store, sector, actor="test")  # the same AddPiece message, three times
+    with worker(prefix, concurrency=3):
+        done = wait_for(store, [sector.id])[0]
+    assert done.state is S.PROVING, done.last_error
+    runs = log.read_text().splitlines()
+    assert runs.count(f"{sector.id} AddPiece") == 1
+    assert len(runs) == len(set(runs)) == 6  # AP, PC1, PC2, C1, C2, Finalize: once each
+    assert all(count == 1 for count in done.attempts.values())
+
+
+def test_deal_sector_added_while_cc_queued_starts_first(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    cc = store.create_many("f01000", "cc", 4)
+    for sector in cc:
+        start(store, sector.id, actor="test")
+    deal = store.create("f01000", "deal", deal_ids=[9])
+    start(store, deal.id, actor="test")
+    with worker(prefix, phases=[S.ADD_PIECE], concurrency=1):
+        wait_for(store, [s.id for s in [*cc, deal]], done=[S.PRE_COMMIT_1])
+    claimed_at = {s.id: events(store, s.id, "claim")[0].at_ms for s in [*cc, deal]}
+    assert min(claimed_at, key=claimed_at.get) == deal.id
+    assert [s.id for s in sorted(cc, key=lambda s: claimed_at[s.id])] == [s.id for s in cc]
+
+
+def test_external_backend_with_the_example_processor(
+    farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEALPOOL_BACKEND", "external")
+    monkeypatch.setenv("SEALPOOL_PROCESSOR", str(PROCESSOR).replace("'", '"'))
+    store = runtime(prefix).store
+    sector = store.create("f01000", "deal", deal_ids=[3])
+    with worker(prefix):
+        start(store, sector.id, actor="test")
+        done = wait_for(store, [sector.id])[0]
+    assert done.state is S.PROVING, done.last_error
+    assert {o["processor"] for p, o in done.outputs.items() if "processor" in o} == {"example"}
+    assert done.outputs["Finalize"]["stored"] == done.sealed_path
+    assert (Path(done.sealed_path) / "sealed").exists() and not Path(done.temp_path).exists()
+
+
+def test_failing_processor_retries_with_backoff_then_fails(
+    farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEALPOOL_BACKEND", "external")
+    monkeypatch.setenv("SEALPOOL_PROCESSOR", str(PROCESSOR).replace("'", '"'))
+    monkeypatch.setenv("SEALPOOL_MAX_ATTEMPTS", "3")
+    store = runtime(prefix).store
+    bad, good = store.create_many("f01000", "cc", 2)
+    monkeypatch.setenv("SEALPOOL_EXAMPLE_FAIL", f"{bad.id}:PreCommit2")  # read by the processor
+    with worker(prefix):
+        for sector in (bad, good):
+            start(store, sector.id, actor="test")
+        failed, sealed = wait_for(store, [bad.id, good.id])
+    assert sealed.state is S.PROVING, sealed.last_error
+    assert failed.state is S.FAILED
+    assert "processor exited 3" in failed.last_error
+    assert "simulated failure of PreCommit2" in failed.last_error
+    assert "after 3 attempts" in failed.last_error
+    assert failed.attempts["PreCommit2"] == 3
+    assert [h.event for h in store.history(bad.id) if h.from_state == "PreCommit2"].count(
+        "retry"
+    ) == 2
+    delays = [
+        float(h.detail.split(" in ")[1].rstrip("s"))
+        for h in events(store, bad.id, "dispatch")
+        if " in " in h.detail
+    ]
+    assert delays == [0.1, 0.2]  # 200 farm s, then 400, at time scale 2000
+
+
+@pytest.mark.parametrize("policy", ["abort", "reticket"])
+def test_ticket_too_old_never_starts_pc1(
+    farm_env: Path, prefix: str, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEALPOOL_EXPIRED_TICKET", policy)
+    rt = runtime(prefix)
+    old = Randomness(epoch=rt.chain.head() - 3700, value="00" * 32)
+    sector = rt.store.create("f01000", "cc")
+    sector = rt.store.move(sector.id, S.ADD_PIECE, actor="test", updates={"ticket": old})
+    with worker(prefix):
+        dispatch(rt.store, sector, actor="test")
+        done = wait_for(rt.store, [sector.id])[0]
+    pc1_runs = [
+        h.event
+        for h in rt.store.history(sector.id)
+        if h.from_state == "PreCommit1" and h.event != "dispatch"
+    ]
+    if policy == "abort":
+        assert done.state is S.FAILED
+        assert "PC1 not started" in done.last_error and f"epoch {old.epoch}" in done.last_error
+        assert pc1_runs == ["claim", "fail"]
+        assert not (Path(done.temp_path) / "cache").exists()  # no layer was written
+    else:
+        assert done.state is S.PROVING, done.last_error
+        assert done.ticket.epoch > old.epoch + 3000
+        assert pc1_runs == ["claim", "complete"]
+
+
+def test_claim_refused_on_another_host(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    sector = store.move(store.create("f01000", "cc").id, S.ADD_PIECE, actor="test")
+    assert store.claim(sector.id, S.ADD_PIECE, "w-b", host="hostB") is not None
+    assert store.get(sector.id).host == "hostB"
+    store.move(sector.id, S.ADD_PIECE, actor="test")  # requeue (restart)
+    assert store.claim(sector.id, S.ADD_PIECE, "w-a", host="hostA") is None
+    assert store.get(sector.id).status is PhaseStatus.QUEUED
+    assert store.claim(sector.id, S.ADD_PIECE, "w-b2", host="hostB") is not None
