@@ -136,6 +136,19 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="First retry delay in farm seconds; doubles each try."
     )
 
+    profile: Path | None = Field(
+        default=None,
+        description="Worker profile (TOML) of this machine; its host, backend, storage and "
+        "slots override the settings above. Set by `sealpool worker --profile`.",
+    )
+    heartbeat_s: float = Field(
+        default=5.0, gt=0, description="Seconds between slot heartbeats; 3 missed = lost."
+    )
+    worker_phase: str | None = Field(
+        default=None,
+        description="The one phase a Celery process of `sealpool worker` runs (set by it).",
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:

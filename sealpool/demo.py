@@ -15,12 +15,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpool import server
-from sealpool.farm import DEMO_GROUPS, LocalFarm, WorkerGroup
+from sealpool.farm import DEMO_SLOTS, LocalFarm
 from sealpool.metrics import PhaseRun, phase_runs
 from sealpool.store import PIPELINE, TERMINAL, SectorState
 
@@ -57,18 +57,18 @@ def phase_done_counts(counts: dict[SectorState, dict[str, int]]) -> dict[SectorS
 
 
 def bottleneck_bound(
-    groups: list[WorkerGroup], hosts: int, phase_s: dict[str, float], time_scale: float
+    slots: Mapping[SectorState, int], hosts: int, phase_s: Mapping[str, float], time_scale: float
 ) -> tuple[float, str]:
-    """Sectors per wall second the farm can't exceed, and the group that sets it.
+    """Sectors per wall second the farm can't exceed, and the phase that sets it.
 
-    A group of ``slots`` slots spending ``t`` seconds on each sector (its phases' times
-    summed; WaitSeed holds no slot) finishes at most ``slots × hosts / t`` sectors a second.
+    A phase with ``n`` slots on each of ``hosts`` hosts, taking ``t`` seconds a sector,
+    finishes at most ``n × hosts / t`` sectors a second (WaitSeed holds no slot).
     """
     best: tuple[float, str] = (float("inf"), "")
-    for group in groups:
-        seconds = sum(phase_s.get(p.value, 0) for p in group.phases) / time_scale
-        if seconds > 0:
-            best = min(best, (group.slots * hosts / seconds, group.name))
+    for phase, count in slots.items():
+        seconds = phase_s.get(phase.value, 0) / time_scale
+        if seconds > 0 and phase is not SectorState.WAIT_SEED:
+            best = min(best, (count * hosts / seconds, phase.value))
     return best
 
 
@@ -133,7 +133,7 @@ def _seal(
     runs = [run for s in final for run in phase_runs(s.id, store.history(s.id))]
     sealed = sum(1 for s in final if s.state is SectorState.PROVING)
     rate, bottleneck = bottleneck_bound(
-        list(farm.groups), len(farm.hosts), rt.settings.phase_seconds, time_scale
+        farm.slots, len(farm.hosts), rt.settings.phase_seconds, time_scale
     )
     throughput = sealed / elapsed if elapsed else 0.0
     return DemoResult(
@@ -167,4 +167,4 @@ def _temp_phases_on_one_host(runs: list[PhaseRun]) -> bool:
     return all(len(each) == 1 for each in hosts.values())
 
 
-__all__ = ["DEMO_GROUPS", "DemoResult", "bottleneck_bound", "phase_done_counts", "run_demo"]
+__all__ = ["DEMO_SLOTS", "DemoResult", "bottleneck_bound", "phase_done_counts", "run_demo"]

@@ -1,56 +1,53 @@
-"""A farm of real ``celery worker`` processes on this machine, one group per host and role.
+"""A farm of simulated hosts on this machine, each running ``sealpool worker`` processes.
 
-Used by ``sealpool demo`` and the end-to-end tests: every simulated host gets its own
-worker processes (node names ``<group>@<host>``), its own host queues, temp and sealed
-directories. Each worker runs in a session of its own so that stopping the farm stops
-every process it started.
+Used by ``sealpool demo`` and the end-to-end tests: every host gets a generated sim-backend
+profile (its own temp and sealed directories, the slots below) and the same Celery worker
+processes that ``sealpool worker --profile`` starts, so the demo exercises the real thing.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpool.errors import SealpoolError
-from sealpool.routing import host_queues
+from sealpool.routing import QUEUE_NAMES
 from sealpool.store import SectorState
+from sealpool.worker_profiles.launcher import start_workers, stop_workers
 
 S = SectorState
-STOP_GRACE_S = 10.0
+DEMO_SLOTS: dict[SectorState, int] = {
+    S.ADD_PIECE: 2, S.PRE_COMMIT_1: 4, S.PRE_COMMIT_2: 1, S.PRE_COMMITTING: 2, S.WAIT_SEED: 2,
+    S.COMMIT_1: 2, S.COMMIT_2: 1, S.COMMITTING: 2, S.FINALIZE: 2,
+}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class WorkerGroup:
-    """Worker processes of one role on a host: which phases, how many at once."""
-
-    name: str
-    phases: tuple[SectorState, ...]
-    slots: int
-
-
-DEMO_GROUPS: tuple[WorkerGroup, ...] = (
-    WorkerGroup("cpu", (S.ADD_PIECE, S.PRE_COMMIT_1), 4),
-    WorkerGroup("gpu", (S.PRE_COMMIT_2, S.COMMIT_2), 1),
-    WorkerGroup("chain", (S.PRE_COMMITTING, S.WAIT_SEED, S.COMMIT_1, S.COMMITTING, S.FINALIZE), 4),
-)
+def sim_profile(host: str, temp: Path, sealed: Path, slots: Mapping[SectorState, int]) -> str:
+    """The TOML of a sim-backend profile with ``slots`` per phase."""
+    lines = [
+        f'host = "{host}"',
+        'backend = "sim"',
+        "",
+        "[storage]",
+        f'temp = [{{ path = "{temp}" }}]',
+        f'sealed = [{{ path = "{sealed}" }}]',
+    ]
+    for phase, count in slots.items():
+        lines += ["", f"[phases.{phase.value}]", f"slots = {count}"]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
 class LocalFarm:
-    """Start and stop the worker processes of every host and group of one pool."""
+    """Start and stop the worker processes of simulated ``hosts`` for one pool."""
 
     pool: str
     hosts: Sequence[str]
     root: Path
-    groups: Sequence[WorkerGroup] = DEMO_GROUPS
+    slots: Mapping[SectorState, int] = field(default_factory=lambda: dict(DEMO_SLOTS))
     env: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -58,34 +55,23 @@ class LocalFarm:
         """The temp and sealed directories of ``host``."""
         return self.root / host / "temp", self.root / host / "sealed"
 
+    def profile_path(self, host: str) -> Path:
+        return self.root / host / "profile.toml"
+
     def start(self) -> None:
-        """Launch every worker process (returns at once; see :meth:`wait_ready`)."""
+        """Write each host's profile and launch its workers (see :meth:`wait_ready`)."""
         for host in self.hosts:
             temp, sealed = self.host_dirs(host)
-            env = {**os.environ, **self.env, "SEALPOOL_HOST": host,
-                   "SEALPOOL_KEY_PREFIX": self.pool,
-                   "SEALPOOL_TEMP_DIRS": json.dumps([str(temp)]),
-                   "SEALPOOL_SEALED_DIRS": json.dumps([str(sealed)])}  # fmt: skip
-            for group in self.groups:
-                self._launch(host, group, env)
+            temp.mkdir(parents=True, exist_ok=True)
+            sealed.mkdir(parents=True, exist_ok=True)
+            self.profile_path(host).write_text(sim_profile(host, temp, sealed, self.slots))
+            self.processes.update(
+                start_workers(
+                    self.profile_path(host), self.pool, dict(self.env), self.root / "logs"
+                )
+            )
 
-    def _launch(self, host: str, group: WorkerGroup, env: dict[str, str]) -> None:
-        name = f"{group.name}@{host}"
-        log = self.root / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [
-            sys.executable, "-m", "celery", "-A", "sealpool.app", "worker",
-            "--pool", "threads", "--concurrency", str(group.slots),
-            "--queues", ",".join(host_queues(self.pool, list(group.phases), host)),
-            "--hostname", name, "--without-gossip", "--without-mingle",
-            "--loglevel", "WARNING", "--logfile", str(log),
-        ]  # fmt: skip
-        self.processes[name] = subprocess.Popen(
-            argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Block until every worker answers a ping (SealpoolError if one died or is mute)."""
         from sealpool.app import app
 
@@ -103,29 +89,20 @@ class LocalFarm:
         if waiting:
             raise SealpoolError(f"workers did not answer within {timeout_s}s: {sorted(waiting)}")
 
+    def node(self, phase: SectorState, host: str) -> str:
+        """The node name of ``phase``'s worker process on ``host``."""
+        return f"{QUEUE_NAMES[phase]}@{host}"
+
     def kill(self, name: str) -> None:
-        """kill -9 one worker's whole process group (a crashed host or worker)."""
-        self._signal(self.processes.pop(name), signal.SIGKILL)
+        """kill -9 one worker process (a crashed worker)."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
 
     def stop(self) -> None:
-        """Warm shutdown of every worker, then SIGKILL for any still running."""
-        for process in self.processes.values():
-            self._signal(process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._signal(process, signal.SIGKILL)
-                process.wait()
+        """Warm shutdown of every worker (running phases handed back), SIGKILL if stuck."""
+        stop_workers(self.processes, grace_s=20.0)
         self.processes.clear()
-
-    @staticmethod
-    def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        if signum == signal.SIGKILL:
-            process.wait()
 
     def __enter__(self) -> LocalFarm:
         self.start()

@@ -1,15 +1,33 @@
-"""What a worker process builds once per pool: settings, store, chain and backend."""
+"""What a worker process builds once per pool: settings, store, chain, backend and slots.
+
+A process started by ``sealpool worker`` runs one phase of one profile (``profile`` and
+``worker_phase`` settings): the profile's host, backend and storage replace the settings',
+and its slots for that phase are registered and lent to the running phases. Any other
+process (a plain ``celery worker``, the tests) runs phases with the settings' storage and
+no slot bookkeeping.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+
+import psutil
 
 from sealpool.backends import Backend, Slot, make_backend
 from sealpool.chain import Chain, make_chain
 from sealpool.config import Settings, load_settings
 from sealpool.connection import connect
+from sealpool.errors import ConfigError, PhaseError
+from sealpool.storage import format_bytes, scratch_bytes, sector_dir
 from sealpool.store import SectorStore
+from sealpool.store.scratch import ScratchLedger, ScratchPath
+from sealpool.worker_profiles.model import Profile, load_profile
+from sealpool.worker_profiles.plan import plan_profile
+from sealpool.worker_profiles.slots import SlotPool
 
 
 @dataclass(frozen=True)
@@ -20,14 +38,56 @@ class Runtime:
     store: SectorStore
     chain: Chain
     backend: Backend
+    scratch: ScratchLedger
+    slots: SlotPool | None = None
+    capacities: dict[str, int] | None = None
 
-    def slot(self, host: str) -> Slot:
-        """The resources of a phase running on ``host``: the configured storage."""
-        return Slot(
-            host=host,
-            temp_dirs=tuple(self.settings.scratch_dirs),
-            sealed_dirs=tuple(self.settings.store_dirs),
-        )
+    @contextmanager
+    def slot(self, sector_id: str, phase: str) -> Iterator[Slot]:
+        """The resources of one running phase: a profile slot, or the settings' storage."""
+        if self.slots is None:
+            settings = self.settings
+            yield Slot(settings.host, tuple(settings.scratch_dirs), tuple(settings.store_dirs))
+            return
+        with self.slots.acquire(sector_id, phase) as slot:
+            yield slot
+
+    def reserve_scratch(self, sector_id: str, slot: Slot) -> Path:
+        """A temp directory for the sector on the path with the most headroom, reserved."""
+        host = slot.host
+        written = {
+            sector: _bytes_under(Path(path) / sector)
+            for sector, (path, _size) in self.scratch.reservations(host).items()
+        }
+        paths = []
+        for root in slot.temp_dirs:
+            root.mkdir(parents=True, exist_ok=True)
+            capacity = (self.capacities or {}).get(str(root))
+            paths.append(ScratchPath(str(root), psutil.disk_usage(str(root)).free, capacity))
+        need = scratch_bytes(self.settings.backend, self.settings.sector_size)
+        chosen = self.scratch.reserve(host, sector_id, need, paths, written)
+        if chosen is None:
+            raise PhaseError(
+                f"{sector_id}: no temp path on {host} has {format_bytes(need)} free for one more "
+                "sector",
+                retry=True,
+            )
+        return sector_dir(Path(chosen), sector_id)
+
+
+def _bytes_under(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(each.stat().st_size for each in path.rglob("*") if each.is_file())
+
+
+def _profile_settings(profile: Profile) -> dict[str, object]:
+    return {
+        "host": profile.host, "backend": profile.backend, "processor": profile.processor,
+        "sector_size": profile.sector_size,
+        "temp_dirs": [entry.path for entry in profile.storage.temp],
+        "sealed_dirs": [entry.path for entry in profile.storage.sealed],
+    }  # fmt: skip
 
 
 @cache
@@ -35,7 +95,33 @@ def runtime(pool: str) -> Runtime:
     """The runtime of ``pool`` (a key prefix), built on first use in this process."""
     settings = load_settings()
     client = connect(settings)
+    slots = capacities = None
+    if settings.profile:
+        profile = load_profile(settings.profile)
+        plan = plan_profile(profile, settings.profile)
+        if plan.errors:
+            raise ConfigError("\n".join(plan.errors))
+        settings = load_settings(**_profile_settings(profile))
+        capacities = {str(e.path): e.capacity for e in profile.storage.temp if e.capacity}
+        if settings.worker_phase:
+            slots = SlotPool(
+                client,
+                pool,
+                profile.host,
+                plan.slots_for(settings.worker_phase),
+                settings.scratch_dirs,
+                settings.store_dirs,
+                settings.heartbeat_s,
+            )
     store = SectorStore(
         client, prefix=pool, lease_s=settings.lease_s, request_id_ttl_s=settings.request_id_ttl_s
     )
-    return Runtime(settings, store, make_chain(settings, client, pool), make_backend(settings))
+    return Runtime(
+        settings,
+        store,
+        make_chain(settings, client, pool),
+        make_backend(settings),
+        ScratchLedger(client, pool),
+        slots,
+        capacities,
+    )

@@ -7,8 +7,29 @@ from pathlib import Path
 
 import psutil
 
+from sealpool.backends.base import SECTOR_BYTES
+from sealpool.backends.sim import SCRATCH_BYTES
 from sealpool.errors import ConfigError
 from sealpool.store import parse_sector_id
+
+PC1_SCRATCH_FACTOR = 12  # unsealed copy + 11 layers
+
+
+def scratch_bytes(backend: str, sector_size: str) -> int:
+    """Scratch one sector takes: PC1's ≈ 12 sector sizes, or the sim backend's small files."""
+    if backend == "sim":
+        return SCRATCH_BYTES
+    return PC1_SCRATCH_FACTOR * SECTOR_BYTES[sector_size]
+
+
+def format_bytes(size: int) -> str:
+    """``412316860416`` → ``"384.0 GiB"``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def sector_dir(root: Path, sector_id: str) -> Path:

@@ -74,7 +74,7 @@ def farm_env(
         "REDIS_URL": redis_url, "KEY_PREFIX": prefix, "HOST": "hostA", "TIME_SCALE": "2000",
         "TEMP_DIRS": f'["{tmp_path}/hostA/temp"]', "SEALED_DIRS": f'["{tmp_path}/hostA/sealed"]',
         "TICKET_CONFIDENCE": "10", "RETRY_BACKOFF_S": "200", "LEASE_S": "10",
-        "DATA_DIR": str(tmp_path / "data"),
+        "DATA_DIR": str(tmp_path / "data"), "SECTOR_SIZE": "2KiB",
     }  # fmt: skip
     for name, value in settings.items():
         monkeypatch.setenv(f"SEALPOOL_{name}", value)

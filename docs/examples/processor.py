@@ -78,8 +78,11 @@ def main():
         sys.stderr.write(f"example processor: simulated failure of {request['phase']}\n")
         sys.exit(3)
     outputs = seal(request)
-    outputs.update(processor="example", cpus_allowed=cpus_allowed(),
-                   cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    outputs.update(
+        processor="example",
+        cpus_allowed=cpus_allowed(),
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
     json.dump(outputs, sys.stdout)
 
 

@@ -22,6 +22,7 @@ LAYERS = 11
 FILE_BYTES = 4096
 HOST_MARKER = ".host"
 CACHE_FILES = ("p_aux", "t_aux", "tree-r-last.dat")
+SCRATCH_BYTES = (1 + LAYERS + 3 + 1) * FILE_BYTES  # unsealed, layers, cache files, sealed
 READS_SCRATCH = frozenset({"PreCommit1", "PreCommit2", "Commit1", "Finalize"})
 
 

@@ -30,7 +30,7 @@ def _summary(result: DemoResult) -> list[list[object]]:
         ["throughput (farm time)", f"{result.throughput_per_h * 24 / result.time_scale:.1f} "
                                    "sectors/day"],
         ["bottleneck bound (farm time)", f"{result.bound_per_h * 24 / result.time_scale:.1f} "
-                                         f"sectors/day ({result.bottleneck} slots)"],
+                                         f"sectors/day ({result.bottleneck})"],
         ["throughput / bound", f"{result.bound_ratio:.2f}"],
     ]  # fmt: skip
     for phase, seconds in result.phase_seconds.items():

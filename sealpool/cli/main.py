@@ -12,6 +12,7 @@ from sealpool import __version__
 from sealpool.cli import pool, sectors, server
 from sealpool.cli.context import CliContext
 from sealpool.cli.demo import demo
+from sealpool.cli.workers import profile_group, worker, workers
 from sealpool.errors import SealpoolError
 
 
@@ -53,6 +54,9 @@ cli.add_command(sectors.group)
 cli.add_command(pool.group)
 cli.add_command(server.group)
 cli.add_command(demo)
+cli.add_command(profile_group)
+cli.add_command(worker)
+cli.add_command(workers)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from sealpool.errors import PhaseError, StaleToken
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
 from sealpool.sealing_tasks.dispatch import dispatch
-from sealpool.sealing_tasks.lease_keeper import LeaseKeeper
+from sealpool.sealing_tasks.lease_keeper import SHUTDOWN, LeaseKeeper
 from sealpool.sealing_tasks.steps import STEPS, PhaseContext
 from sealpool.store import TERMINAL, Lease, Sector, SectorState
 
@@ -27,12 +27,14 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
     if lease is None:
         log.info("%s of %s not claimed by %s: taken, done or elsewhere", phase, sector_id, worker)
         return "skipped"
-    with LeaseKeeper(store, lease) as keeper:
+    with LeaseKeeper(store, lease) as keeper, runtime.slot(sector_id, phase.value) as slot:
         sector = store.get(sector_id)
-        context = PhaseContext(runtime, sector, phase, runtime.slot(host), keeper)
+        context = PhaseContext(runtime, sector, phase, slot, keeper)
         try:
             updates = STEPS[phase](context)
         except PhaseError as exc:
+            if SHUTDOWN.is_set() and not keeper.lost.is_set():
+                return _hand_back(runtime, keeper.lease)
             return _failed(runtime, keeper.lease, sector, str(exc), exc.retry)
         except Exception as exc:  # a bug or an unexpected I/O error: record it, retry later
             log.exception("%s of %s crashed", phase, sector_id)
@@ -48,6 +50,17 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
     return "done"
 
 
+def _hand_back(runtime: Runtime, lease: Lease) -> str:
+    """The worker is stopping: release the phase and queue it again, to resume elsewhere or
+    when this host is back."""
+    try:
+        runtime.store.release(lease, "worker shutting down")
+    except StaleToken:
+        return "lost"
+    dispatch(runtime.store, runtime.store.get(lease.sector_id), actor=lease.worker)
+    return "handed back"
+
+
 def _failed(runtime: Runtime, lease: Lease, sector: Sector, error: str, retry: bool) -> str:
     """Requeue the phase with exponential back-off, or fail the sector for good."""
     store, settings = runtime.store, runtime.settings
@@ -61,6 +74,8 @@ def _failed(runtime: Runtime, lease: Lease, sector: Sector, error: str, retry: b
         return "lost"
     if not retry:
         log.error("%s failed: %s", sector.id, reason)
+        if sector.host:
+            runtime.scratch.release(sector.host, sector.id)
         return "failed"
     backoff = settings.wall_seconds(settings.retry_backoff_s * 2 ** (attempts - 1))
     dispatch(

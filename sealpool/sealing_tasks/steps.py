@@ -51,11 +51,13 @@ class PhaseContext:
             seed=sector.seed.model_dump() if sector.seed else None,
             deal_ids=sector.deal_ids, inputs=sector.outputs,
         )  # fmt: skip
-        return self.runtime.backend.run(replace(request, **changes), self.slot, self.keeper.lost)
+        return self.runtime.backend.run(
+            replace(request, **changes), self.slot, self.keeper.cancelled
+        )
 
 
 def add_piece(ctx: PhaseContext) -> dict[str, Any]:
-    temp_path = str(sector_dir(roomiest(ctx.slot.temp_dirs), ctx.sector.id))
+    temp_path = str(ctx.runtime.reserve_scratch(ctx.sector.id, ctx.slot))
     return {"temp_path": temp_path, **ctx.outputs(ctx.compute(temp_path=temp_path))}
 
 
@@ -135,7 +137,7 @@ def send_and_wait(ctx: PhaseContext, kind: MessageKind, params: str) -> tuple[st
         message = chain.submit(kind, sector.id, params)
         ctx.keeper.checkpoint(ctx.outputs({"cid": message.cid}))
     poll_s = ctx.runtime.settings.wall_seconds(EPOCH_SECONDS)
-    while not ctx.keeper.lost.is_set():
+    while not ctx.keeper.cancelled.is_set():
         try:
             landed = chain.landed(message)
         except ChainError as exc:
@@ -143,7 +145,7 @@ def send_and_wait(ctx: PhaseContext, kind: MessageKind, params: str) -> tuple[st
         if landed is not None:
             return message.cid, landed
         time.sleep(poll_s)
-    raise PhaseError(f"{sector.id}: lease lost while waiting for {kind}", retry=True)
+    raise PhaseError(f"{sector.id}: stopped while waiting for {kind}", retry=True)
 
 
 def seed_ready_epoch(runtime: Runtime, sector: Sector) -> int:
@@ -170,6 +172,7 @@ def finalize(ctx: PhaseContext) -> dict[str, Any]:
         raise PhaseError(
             f"{ctx.sector.id}: Finalize left {ctx.sector.temp_path} behind", retry=True
         )
+    ctx.runtime.scratch.release(ctx.slot.host, ctx.sector.id)
     return {"sealed_path": str(sealed_path), **ctx.outputs(outputs)}
 
 

@@ -13,12 +13,14 @@ import threading
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from sealpool import routing
 from sealpool.app import app
-from sealpool.config import EPOCH_SECONDS
+from sealpool.config import EPOCH_SECONDS, load_settings
 from sealpool.runtime import Runtime, runtime
 from sealpool.sealing_tasks.dispatch import dispatch
+from sealpool.sealing_tasks.lease_keeper import SHUTDOWN
 from sealpool.sealing_tasks.runner import run_phase
 from sealpool.sealing_tasks.steps import seed_ready_epoch
 from sealpool.store import PhaseStatus, SectorState
@@ -61,3 +63,28 @@ def wait_seed(pool: str, sector_id: str, **_route: Any) -> str:
         dispatch(rt.store, sector, actor="waitseed", countdown=min(wait_s, SEED_POLL_MAX_S))
         return "waiting"
     return run_here(rt, SectorState.WAIT_SEED, sector_id)
+
+
+@worker_ready.connect
+def _register_slots(**_: Any) -> None:
+    """A ``sealpool worker`` process announces its slots as soon as it consumes."""
+    settings = load_settings()
+    if settings.worker_phase:
+        slots = runtime(settings.key_prefix).slots
+        if slots is not None:
+            slots.register()
+
+
+@worker_shutting_down.connect
+def _stop_phases(**_: Any) -> None:
+    """Warm shutdown: running phases stop and hand their sectors back."""
+    SHUTDOWN.set()
+
+
+@worker_shutdown.connect
+def _unregister_slots(**_: Any) -> None:
+    settings = load_settings()
+    if settings.worker_phase:
+        slots = runtime(settings.key_prefix).slots
+        if slots is not None:
+            slots.unregister()
