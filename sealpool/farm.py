@@ -25,16 +25,16 @@ DEMO_SLOTS: dict[SectorState, int] = {
 }  # fmt: skip
 
 
-def sim_profile(host: str, temp: Path, sealed: Path, slots: Mapping[SectorState, int]) -> str:
-    """The TOML of a sim-backend profile with ``slots`` per phase."""
-    lines = [
-        f'host = "{host}"',
-        'backend = "sim"',
-        "",
-        "[storage]",
-        f'temp = [{{ path = "{temp}" }}]',
-        f'sealed = [{{ path = "{sealed}" }}]',
-    ]
+def sim_profile(
+    host: str, temp: Sequence[Path], sealed: Sequence[Path], slots: Mapping[SectorState, int]
+) -> str:
+    """The TOML of a sim-backend profile with these storage paths and ``slots`` per phase."""
+
+    def paths(dirs: Sequence[Path]) -> str:
+        return ", ".join(f'{{ path = "{each}" }}' for each in dirs)
+
+    lines = [f'host = "{host}"', 'backend = "sim"', "", "[storage]"]
+    lines += [f"temp = [{paths(temp)}]", f"sealed = [{paths(sealed)}]"]
     for phase, count in slots.items():
         lines += ["", f"[phases.{phase.value}]", f"slots = {count}"]
     return "\n".join(lines) + "\n"
@@ -49,11 +49,16 @@ class LocalFarm:
     root: Path
     slots: Mapping[SectorState, int] = field(default_factory=lambda: dict(DEMO_SLOTS))
     env: Mapping[str, str] = field(default_factory=dict)
+    paths_per_host: int = 1
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def host_dirs(self, host: str) -> tuple[Path, Path]:
-        """The temp and sealed directories of ``host``."""
-        return self.root / host / "temp", self.root / host / "sealed"
+    def host_dirs(self, host: str) -> tuple[list[Path], list[Path]]:
+        """The temp and sealed paths of ``host``'s profile."""
+
+        def paths(role: str) -> list[Path]:
+            return [self.root / host / role / str(i) for i in range(self.paths_per_host)]
+
+        return paths("temp"), paths("sealed")
 
     def profile_path(self, host: str) -> Path:
         return self.root / host / "profile.toml"
@@ -62,8 +67,8 @@ class LocalFarm:
         """Write each host's profile and launch its workers (see :meth:`wait_ready`)."""
         for host in self.hosts:
             temp, sealed = self.host_dirs(host)
-            temp.mkdir(parents=True, exist_ok=True)
-            sealed.mkdir(parents=True, exist_ok=True)
+            for path in (*temp, *sealed):
+                path.mkdir(parents=True, exist_ok=True)
             self.profile_path(host).write_text(sim_profile(host, temp, sealed, self.slots))
             self.processes.update(
                 start_workers(

@@ -41,13 +41,13 @@ def test_two_hosts_seal_everything_and_temp_data_never_moves(farm_env: Path, pre
         hosts = {run.host for run in runs if run.phase in temp}
         assert hosts == {sector.host}, (sector.id, hosts)
         used_hosts |= hosts
-        temp_root, sealed_root = farm.host_dirs(sector.host)
+        (temp_root,), (sealed_root,) = farm.host_dirs(sector.host)
         assert Path(sector.sealed_path).parent == sealed_root.resolve()
         assert Path(sector.temp_path).parent == temp_root.resolve()
         assert sum(o.get("cross_host_bytes", 0) for o in sector.outputs.values()) == 0
     assert used_hosts == {"host1", "host2"}
     for host in ("host1", "host2"):
-        assert list(farm.host_dirs(host)[0].iterdir()) == []  # scratch all freed
+        assert list(farm.host_dirs(host)[0][0].iterdir()) == []  # scratch all freed
 
 
 def test_demo_command_prints_its_figures(tmp_path: Path) -> None:

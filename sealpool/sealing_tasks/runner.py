@@ -14,7 +14,7 @@ from sealpool.runtime import Runtime
 from sealpool.sealing_tasks.dispatch import dispatch
 from sealpool.sealing_tasks.lease_keeper import SHUTDOWN, LeaseKeeper
 from sealpool.sealing_tasks.steps import STEPS, PhaseContext
-from sealpool.store import TERMINAL, Lease, Sector, SectorState
+from sealpool.store import TERMINAL, Lease, PhaseStatus, Sector, SectorState
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_WALL_S = 3600.0
@@ -23,6 +23,11 @@ MAX_BACKOFF_WALL_S = 3600.0
 def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str, host: str) -> str:
     """Run ``phase`` of the sector on this worker; returns what happened, in a word."""
     store = runtime.store
+    if SHUTDOWN.is_set():  # a message that arrived as the worker stops: put it back
+        sector = store.get(sector_id)
+        if sector.state is phase and sector.status is PhaseStatus.QUEUED:
+            dispatch(store, sector, actor=worker)
+        return "handed back"
     lease = store.claim(sector_id, phase, worker, host=host if phase in TEMP_PHASES else None)
     if lease is None:
         log.info("%s of %s not claimed by %s: taken, done or elsewhere", phase, sector_id, worker)

@@ -1,0 +1,223 @@
+"""Worker profiles: validation errors that name file, field and value; the resolved plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from sealpool.backends import ExternalBackend, PhaseRequest
+from sealpool.backends.pin import parse_cores
+from sealpool.cli import cli
+from sealpool.errors import ConfigError
+from sealpool.worker_profiles.machine import Machine, parse_cpu_list
+from sealpool.worker_profiles.model import load_profile, parse_size
+from sealpool.worker_profiles.plan import plan_profile
+from sealpool.worker_profiles.slots import SlotPool, slot_reports
+
+PROCESSOR = [sys.executable, str(Path(__file__).parents[1] / "docs/examples/processor.py")]
+BOX = Machine(frozenset(range(8)), [[0, 1, 2, 3], [4, 5, 6, 7]], gpus=2)
+
+
+def write(tmp_path: Path, body: str, backend: str = "sim") -> Path:
+    for name in ("t1", "t2", "s1"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    path = tmp_path / "box.toml"
+    path.write_text(
+        f'host = "box"\nbackend = "{backend}"\nprocessor = ["/bin/true"]\n'
+        f'sector_size = "2KiB"\n[storage]\n'
+        f'temp = [{{ path = "{tmp_path}/t1" }}, {{ path = "{tmp_path}/t2" }}]\n'
+        f'sealed = [{{ path = "{tmp_path}/s1" }}]\n{body}'
+    )
+    return path
+
+
+def errors(tmp_path: Path, body: str, backend: str = "sim", machine: Machine = BOX) -> list[str]:
+    path = write(tmp_path, body, backend)
+    try:
+        return plan_profile(load_profile(path), path, machine).errors
+    except ConfigError as exc:
+        return str(exc).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("[phases.PreCommit3]\nslots = 1\n", "phases: unknown phase 'PreCommit3'"),
+        (
+            "[phases.pc1]\nslots = 0\n",
+            "phases.pc1.slots: Input should be greater than or equal to 1 (got 0)",
+        ),
+        (
+            "[phases.pc1]\nslots = 2\ncores = [[0, 1]]\n",
+            "phases.pc1: cores lists 1 slots but slots = 2",
+        ),
+        ("[phases.pc1]\nslots = 1\nsockets = 2\n", "phases.pc1.sockets: Extra inputs"),
+        (
+            "[phases.pc1]\nslots = 1\ncores = [[7, 8, 9]]\n",
+            "phases.PreCommit1.cores[0]: cores 8,9 do not exist here (usable: 0,1,2,3,4,5,6,7)",
+        ),
+        (
+            "[phases.pc1]\nslots = 2\ncores = [[0, 1], [1, 2]]\n",
+            "phases.PreCommit1.cores[1]: core 1 is also given to phases.PreCommit1.cores[0]",
+        ),
+        (
+            "[phases.pc1]\nslots = 1\ncores = [[3]]\n[phases.pc2]\nslots = 1\ncores = [[3]]\n",
+            "phases.PreCommit2.cores[0]: core 3 is also given to phases.PreCommit1.cores[0]",
+        ),
+        (
+            "[phases.pc1]\nslots = 3\ncores = 3\n",
+            "phases.PreCommit1.cores: no 3 free cores sharing an L3 cache left for slots 2 of 3",
+        ),
+        (
+            "[phases.c2]\nslots = 1\ngpus = [[2]]\n",
+            "phases.Commit2.gpus[0]: GPU 2 is not present (this machine has 2)",
+        ),
+        (
+            '[[gpu_groups]]\nphases = ["pc2", "c9"]\ngpus = [0]\n[phases.pc1]\nslots = 1\n',
+            "gpu_groups.0.phases: unknown phase 'c9'",
+        ),
+    ],
+)
+def test_errors_name_file_field_and_value(tmp_path: Path, body: str, expected: str) -> None:
+    found = errors(tmp_path, body)
+    assert any(expected in line for line in found), found
+    assert all(line.startswith(f"{tmp_path / 'box.toml'}: ") for line in found)
+
+
+def test_gpus_without_a_driver(tmp_path: Path) -> None:
+    no_driver = Machine(frozenset({0, 1}), [[0, 1]], gpus=None)
+    body = "[phases.c2]\nslots = 1\ngpus = [[0]]\n"
+    assert errors(tmp_path, body, "sim", no_driver) == []  # the sim backend needs no GPU
+    assert errors(tmp_path, body, "external", no_driver) == [
+        f"{tmp_path / 'box.toml'}: phases.Commit2.gpus[0]: GPUs 0 requested but no NVIDIA "
+        "driver was found"
+    ]
+    assert errors(tmp_path, "[phases.pc1]\nslots = 1\n", "external", no_driver) == []
+
+
+def test_storage_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "[phases.pc1]\nslots = 1\n", "external")
+    text = path.read_text().replace(f'{tmp_path}/t2" }}', f'{tmp_path}/gone" }}')
+    text = text.replace(f'"{tmp_path}/s1" }}', f'"{tmp_path}/s1", capacity = "1KiB" }}')
+    path.write_text(text)
+    found = plan_profile(load_profile(path), path, BOX).errors
+    assert found == [
+        f"{path}: storage.temp[1].path: {tmp_path}/gone does not exist or is not a directory",
+        f"{path}: storage.sealed[0].path: {tmp_path}/s1 has 1.0 KiB for sealpool, one sector "
+        "needs 2.0 KiB",
+    ]
+    if os.access("/proc/sys", os.W_OK):
+        pytest.skip("no read-only directory to test with")
+    path.write_text(text.replace(f"{tmp_path}/gone", "/proc/sys"))
+    assert "/proc/sys is not writable" in plan_profile(load_profile(path), path, BOX).errors[0]
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("host = \n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_profile(bad)
+    with pytest.raises(ConfigError, match=r"missing\.toml: cannot read profile"):
+        load_profile(tmp_path / "missing.toml")
+
+
+def test_plan_allocates_cores_together_and_gpu_locks(tmp_path: Path) -> None:
+    body = (
+        "[phases.pc1]\nslots = 2\ncores = 3\n[phases.pc2]\nslots = 1\ncores = [[3]]\n"
+        "gpus = [[0]]\n[phases.c2]\nslots = 2\ngpus = [[0], [1]]\n"
+        '[[gpu_groups]]\nphases = ["PreCommit2", "Commit2"]\ngpus = [0]\n'
+    )
+    path = write(tmp_path, body)
+    plan = plan_profile(load_profile(path), path, BOX)
+    assert plan.errors == []
+    pc1 = [slot.cores for slot in plan.slots_for("PreCommit1")]
+    assert pc1 == [(0, 1, 2), (4, 5, 6)]  # each slot inside one L3 group, none overlapping
+    assert plan.slots_for("PreCommit2")[0].locks == ("gpu-0",)
+    assert [slot.locks for slot in plan.slots_for("Commit2")] == [("gpu-0",), ()]
+    assert [p.role for p in plan.storage] == ["temp", "temp", "sealed"]
+
+
+def test_sizes_and_cpu_lists() -> None:
+    assert parse_size("2TiB") == 2 << 40 and parse_size("500 GB") == 500 * 10**9
+    assert parse_size(1024) == 1024
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")
+    assert parse_cpu_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
+
+
+def test_profile_check_command(tmp_path: Path) -> None:
+    good = write(tmp_path, "[phases.pc1]\nslots = 2\n[phases.c2]\nslots = 1\n")
+    result = CliRunner().invoke(cli, ["profile", "check", str(good), "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert [(s["phase"], s["index"]) for s in plan["slots"]] == [
+        ("PreCommit1", 0),
+        ("PreCommit1", 1),
+        ("Commit2", 0),
+    ]
+    assert all(p["free"] > 0 for p in plan["storage"])
+    bad = write(tmp_path, "[phases.pc1]\nslots = 1\ncores = [[999]]\n")
+    result = CliRunner().invoke(cli, ["profile", "check", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: {bad}: phases.PreCommit1.cores[0]: cores 999 do not exist here"
+    )
+
+
+def test_slot_pins_the_thread_and_the_processor_sees_its_cores_and_gpu(
+    tmp_path: Path, client: redis.Redis, prefix: str
+) -> None:
+    core = max(os.sched_getaffinity(0))
+    machine = Machine(frozenset(os.sched_getaffinity(0)), [sorted(os.sched_getaffinity(0))], gpus=2)
+    path = write(
+        tmp_path,
+        f"[phases.pc2]\nslots = 1\ncores = [[{core}]]\ngpus = [[1]]\n"
+        'env = { FIL_PROOFS_USE_GPU_TREE_BUILDER = "1" }\n',
+        "external",
+    )
+    plan = plan_profile(load_profile(path), path, machine)
+    pool = SlotPool(
+        client,
+        prefix,
+        "box",
+        plan.slots_for("PreCommit2"),
+        [tmp_path / "t1"],
+        [tmp_path / "s1"],
+        heartbeat_s=0.2,
+    )
+    pool.register()
+    try:
+        before = os.sched_getaffinity(0)
+        with pool.acquire("f01000-1", "PreCommit2") as slot:
+            assert os.sched_getaffinity(0) == {core}  # the in-process thread is pinned too
+            (busy,) = slot_reports(client, prefix)
+            assert (busy.state, busy.sector, busy.phase) == ("busy", "f01000-1", "PreCommit2")
+            request = PhaseRequest(
+                "f01000-1",
+                "f01000",
+                1,
+                "AddPiece",
+                2048,
+                str(tmp_path / "t1" / "f01000-1"),
+                None,
+                None,
+                None,
+                [],
+                {},
+            )
+            outputs = ExternalBackend(PROCESSOR).run(request, slot, threading.Event())
+        assert os.sched_getaffinity(0) == before
+        assert parse_cores(outputs["cpus_allowed"]) == {core}
+        assert outputs["cuda_visible_devices"] == "1"
+        (idle,) = slot_reports(client, prefix)
+        assert idle.state == "idle" and idle.sector is None and idle.busy_share > 0
+    finally:
+        pool.unregister()
+    assert slot_reports(client, prefix) == []

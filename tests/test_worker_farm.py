@@ -1,0 +1,142 @@
+"""``sealpool worker`` processes from profiles: slot limits, idle/busy, storage, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from sealpool.app import app
+from sealpool.farm import LocalFarm
+from sealpool.metrics import PhaseRun, phase_runs
+from sealpool.runtime import runtime
+from sealpool.sealing_tasks import start
+from sealpool.store import PhaseStatus, SectorState
+from sealpool.worker_profiles.slots import slot_reports
+
+from farm_helpers import events, wait_for
+
+S = SectorState
+SLOTS = {S.ADD_PIECE: 2, S.PRE_COMMIT_1: 3, S.PRE_COMMIT_2: 1, S.PRE_COMMITTING: 2,
+         S.WAIT_SEED: 1, S.COMMIT_1: 1, S.COMMIT_2: 1, S.COMMITTING: 2, S.FINALIZE: 1}  # fmt: skip
+
+
+def farm_of(prefix: str, root: Path, phase_seconds: dict[str, float], **options) -> LocalFarm:
+    env = {
+        "SEALPOOL_TIME_SCALE": "1000",
+        "SEALPOOL_TICKET_CONFIDENCE": "10",
+        "SEALPOOL_HEARTBEAT_S": "0.5",
+        "SEALPOOL_PHASE_SECONDS": json.dumps(phase_seconds),
+    }
+    return LocalFarm(prefix, ["hostA"], root, slots=SLOTS, env=env, **options)
+
+
+def most_at_once(runs: list[PhaseRun]) -> int:
+    edges = sorted(
+        [(r.started_ms, 1) for r in runs] + [(r.ended_ms, -1) for r in runs],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    running = peak = 0
+    for _at, change in edges:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_burst_never_exceeds_slots_and_files_land_where_configured(
+    farm_env: Path, prefix: str
+) -> None:
+    store = runtime(prefix).store
+    sectors = store.create_many("f01000", "cc", 30)
+    times = {
+        "AddPiece": 100,
+        "PreCommit1": 600,
+        "PreCommit2": 100,
+        "Commit1": 20,
+        "Commit2": 100,
+        "Finalize": 50,
+        "PreCommitting": 30,
+        "Committing": 30,
+    }
+    with farm_of(prefix, farm_env / "farm", times, paths_per_host=2) as farm:
+        farm.wait_ready()
+        for sector in sectors:
+            start(store, sector.id, actor="test")
+        done = wait_for(store, [s.id for s in sectors], timeout_s=150)
+    assert [s.state for s in done] == [S.PROVING] * 30
+    runs = [run for s in done for run in phase_runs(s.id, store.history(s.id))]
+    for phase, slots in SLOTS.items():
+        if phase is not S.WAIT_SEED:
+            assert most_at_once([r for r in runs if r.phase == phase.value]) <= slots, phase
+    assert most_at_once([r for r in runs if r.phase == "PreCommit1"]) == 3  # and all are used
+    temp_roots, sealed_roots = (set(paths) for paths in farm.host_dirs("hostA"))
+    assert {Path(s.temp_path).parent for s in done} == {p.resolve() for p in temp_roots}
+    assert {Path(s.sealed_path).parent for s in done} <= {p.resolve() for p in sealed_roots}
+    for sector in done:
+        assert (Path(sector.sealed_path) / "sealed").exists()
+    assert all(not any(root.iterdir()) for root in temp_roots)  # every scratch freed
+    assert runtime(prefix).scratch.reservations("hostA") == {}
+
+
+def test_workers_report_idle_busy_lost_like_celery_inspect(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    sectors = store.create_many("f01000", "cc", 4)
+    times = {"AddPiece": 10, "PreCommit1": 6000}  # PC1 takes 6 s of wall time
+    farm = farm_of(prefix, farm_env / "farm", times)
+    with farm:
+        farm.wait_ready()
+        reports = slot_reports(store.client, prefix)
+        assert len(reports) == sum(SLOTS.values())
+        assert {r.state for r in reports} == {"idle"}
+        for sector in sectors:
+            start(store, sector.id, actor="test")
+        wait_for(store, [s.id for s in sectors], done=[S.PRE_COMMIT_1], timeout_s=20)
+        time.sleep(1.0)
+        busy = {r.sector for r in slot_reports(store.client, prefix) if r.state == "busy"}
+        active = app.control.inspect(destination=[farm.node(S.PRE_COMMIT_1, "hostA")]).active()
+        running = {task["kwargs"]["sector_id"] for tasks in active.values() for task in tasks}
+        assert busy == running and len(busy) == 3  # three PC1 slots, one sector waits
+        waiting = [
+            s for s in store.get_many(s.id for s in sectors) if s.status is PhaseStatus.QUEUED
+        ]
+        assert len(waiting) == 1 and waiting[0].id not in busy
+        farm.kill(farm.node(S.PRE_COMMIT_1, "hostA"))  # kill -9: no goodbye
+        time.sleep(2.0)  # > 3 heartbeats of 0.5 s
+        states = {
+            r.phase: r.state
+            for r in slot_reports(store.client, prefix)
+            if r.phase in ("PreCommit1", "PreCommit2")
+        }
+        assert states == {"PreCommit1": "lost", "PreCommit2": "idle"}
+
+
+def test_sigterm_mid_phase_hands_sectors_back_and_loses_none(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    sectors = store.create_many("f01000", "cc", 2)
+    times = {"AddPiece": 10, "PreCommit1": 30000}  # 30 s of wall time: stopped midway
+    with farm_of(prefix, farm_env / "farm", times) as farm:
+        farm.wait_ready()
+        for sector in sectors:
+            start(store, sector.id, actor="test")
+        wait_for(store, [s.id for s in sectors], done=[S.PRE_COMMIT_1], timeout_s=20)
+        time.sleep(1.0)
+        assert {s.status for s in store.get_many(s.id for s in sectors)} == {PhaseStatus.RUNNING}
+        stopped_at = time.monotonic()
+    assert time.monotonic() - stopped_at < 15  # handed back, not waited out
+    for sector in store.get_many(s.id for s in sectors):
+        assert (sector.state, sector.status) == (S.PRE_COMMIT_1, PhaseStatus.QUEUED)
+        assert events(store, sector.id, "release")[0].detail == "worker shutting down"
+    assert slot_reports(store.client, prefix) == []  # a clean stop is not a lost host
+    times["PreCommit1"] = 100
+    with farm_of(prefix, farm_env / "farm", times) as farm:
+        farm.wait_ready()
+        done = wait_for(store, [s.id for s in sectors], timeout_s=60)
+    assert [s.state for s in done] == [S.PROVING] * 2
+    for sector in done:
+        claims = [h for h in events(store, sector.id, "claim") if h.from_state == "PreCommit1"]
+        assert len(claims) == 2 and sector.host == "hostA"
+
+
+pytestmark = pytest.mark.slow
