@@ -12,7 +12,10 @@ Why these settings (see docs/architecture.md):
   worker consumes.
 
 The broker URL comes from sealpool's settings when the app is first configured (starting
-the embedded server when no ``redis_url`` is set), not at import.
+the embedded server when no ``redis_url`` is set), not at import. ``celery -A sealpool.app
+beat`` sends the supervisor tick (``sealpool.supervise``) to ``<pool>.supervisor`` every
+``tick_s``; run a worker with ``-Q <pool>.supervisor`` to execute it (or run
+``sealpool supervisor`` instead). Several beats or supervisors are safe: one leads.
 """
 
 from __future__ import annotations
@@ -26,12 +29,24 @@ from sealpool.config import load_settings
 from sealpool.connection import redis_url
 
 
-def _broker_settings() -> dict[str, Any]:
-    return {"broker_url": redis_url(load_settings())}
+def _pool_settings() -> dict[str, Any]:
+    settings = load_settings()
+    pool = settings.key_prefix
+    return {
+        "broker_url": redis_url(settings),
+        "beat_schedule": {
+            "supervise": {
+                "task": "sealpool.supervise",
+                "schedule": settings.tick_s,
+                "kwargs": {"pool": pool},
+                "options": {"queue": f"{pool}.supervisor", "expires": settings.tick_s},
+            }
+        },
+    }
 
 
-app = Celery("sealpool", include=["sealpool.sealing_tasks.tasks"])
-app.add_defaults(_broker_settings)
+app = Celery("sealpool", include=["sealpool.sealing_tasks.tasks", "sealpool.supervisor.tasks"])
+app.add_defaults(_pool_settings)
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

@@ -136,6 +136,25 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="First retry delay in farm seconds; doubles each try."
     )
 
+    lookahead: int = Field(
+        default=2, ge=0, description="Sectors kept queued beyond the free PC1 slots."
+    )
+    cc_fill: bool = Field(
+        default=False, description="Create CC sectors when no deals wait and PC1 slots idle."
+    )
+    create_interval_s: float = Field(
+        default=15.0, ge=0, description="Farm seconds between two sector starts (staggering)."
+    )
+    tick_s: float = Field(default=10.0, gt=0, description="Wall seconds between supervisor ticks.")
+    leader_lease_s: float = Field(
+        default=30.0, gt=0, description="Wall seconds a supervisor leads without renewing."
+    )
+    risk_margin_epochs: int = Field(
+        default=120,
+        ge=0,
+        description="A deadline closer than the remaining work plus this "
+        "many epochs puts the sector at the top of its queue.",
+    )
     profile: Path | None = Field(
         default=None,
         description="Worker profile (TOML) of this machine; its host, backend, storage and "

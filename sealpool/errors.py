@@ -28,6 +28,10 @@ class IllegalTransition(SealpoolError):
     """The sector's state machine does not allow the requested move."""
 
 
+class ChangedMeanwhile(SealpoolError):
+    """The sector changed after the caller read it; the conditional change was not made."""
+
+
 class StaleToken(SealpoolError):
     """A fencing token no longer owns the sector's lease."""
 

@@ -92,8 +92,13 @@ def _profile_settings(profile: Profile) -> dict[str, object]:
 
 @cache
 def runtime(pool: str) -> Runtime:
-    """The runtime of ``pool`` (a key prefix), built on first use in this process."""
-    settings = load_settings()
+    """The runtime of ``pool`` (a key prefix) for this process, built on first use."""
+    return build_runtime(load_settings(), pool)
+
+
+def build_runtime(settings: Settings, pool: str | None = None) -> Runtime:
+    """A runtime from ``settings`` (and the profile they name) for ``pool``."""
+    pool = pool or settings.key_prefix
     client = connect(settings)
     slots = capacities = None
     if settings.profile:
@@ -101,7 +106,7 @@ def runtime(pool: str) -> Runtime:
         plan = plan_profile(profile, settings.profile)
         if plan.errors:
             raise ConfigError("\n".join(plan.errors))
-        settings = load_settings(**_profile_settings(profile))
+        settings = settings.model_copy(update=_profile_settings(profile))
         capacities = {str(e.path): e.capacity for e in profile.storage.temp if e.capacity}
         if settings.worker_phase:
             slots = SlotPool(

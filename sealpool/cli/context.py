@@ -10,6 +10,7 @@ import click
 
 from sealpool.config import Settings, load_settings
 from sealpool.connection import connect
+from sealpool.runtime import Runtime, build_runtime
 from sealpool.store import SectorStore
 
 
@@ -23,6 +24,11 @@ class CliContext:
     @cached_property
     def settings(self) -> Settings:
         return load_settings(self.config_file, **self.overrides)
+
+    @cached_property
+    def runtime(self) -> Runtime:
+        """Store, chain and backend of the pool, for commands that act on sectors."""
+        return build_runtime(self.settings)
 
     @cached_property
     def store(self) -> SectorStore:

@@ -12,6 +12,7 @@ from sealpool import __version__
 from sealpool.cli import pool, sectors, server
 from sealpool.cli.context import CliContext
 from sealpool.cli.demo import demo
+from sealpool.cli.supervisor import deals_group, ratio, supervisor
 from sealpool.cli.workers import profile_group, worker, workers
 from sealpool.errors import SealpoolError
 
@@ -57,6 +58,9 @@ cli.add_command(demo)
 cli.add_command(profile_group)
 cli.add_command(worker)
 cli.add_command(workers)
+cli.add_command(supervisor)
+cli.add_command(deals_group)
+cli.add_command(ratio)
 
 
 def main() -> None:

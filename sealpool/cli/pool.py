@@ -24,6 +24,7 @@ def stats(ctx: CliContext, as_json: bool) -> None:
     data = {
         "states": {state.value: by_kind for state, by_kind in counts.items()},
         "total": sum(sum(by_kind.values()) for by_kind in counts.values()),
+        "counters": ctx.store.counters(),
     }
 
     def human(console: Console) -> None:
@@ -35,5 +36,13 @@ def stats(ctx: CliContext, as_json: bool) -> None:
             ["total", *(sum(c[kind] for c in counts.values()) for kind in KINDS), data["total"]]
         )
         console.print(table("sealpool pool", ["state", *KINDS, "all"], rows))
+        if data["counters"]:
+            console.print(
+                table(
+                    "events",
+                    ["counter", "count"],
+                    [[k, v] for k, v in sorted(data["counters"].items())],
+                )
+            )
 
     emit(data, as_json, human)

@@ -7,9 +7,11 @@ from rich.console import Console
 
 from sealpool.cli.context import CliContext, pass_context
 from sealpool.cli.render import emit, json_option, table
-from sealpool.store import KINDS, Sector, SectorState
+from sealpool.store import KINDS, WORK_PHASES, Sector, SectorState
+from sealpool.supervisor import actions
 
 _STATE = click.Choice([state.value for state in SectorState], case_sensitive=False)
+_PHASE = click.Choice([phase.value for phase in WORK_PHASES], case_sensitive=False)
 _KIND = click.Choice(list(KINDS), case_sensitive=False)
 _COLUMNS = ["id", "kind", "state", "status", "priority", "host", "attempts", "last error"]
 
@@ -30,7 +32,7 @@ def _row(sector: Sector) -> list[object]:
 
 @click.group("sectors")
 def group() -> None:
-    """Add, list and inspect sectors."""
+    """Add, list, inspect, retry, resume and abort sectors."""
 
 
 @group.command()
@@ -122,3 +124,34 @@ def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
         )
 
     emit({"sector": sector, "history": history}, as_json, human)
+
+
+@group.command()
+@click.argument("sector_id")
+@json_option
+@pass_context
+def retry(ctx: CliContext, sector_id: str, as_json: bool) -> None:
+    """Retry a Failed sector at the phase that failed."""
+    sector = actions.retry(ctx.runtime, sector_id)
+    emit(sector, as_json, lambda c: c.print(f"{sector.id} queued at {sector.state}"))
+
+
+@group.command()
+@click.argument("sector_id")
+@json_option
+@pass_context
+def abort(ctx: CliContext, sector_id: str, as_json: bool) -> None:
+    """Abort a sector for good (its scratch space is freed)."""
+    sector = actions.abort(ctx.runtime, sector_id)
+    emit(sector, as_json, lambda c: c.print(f"{sector.id} aborted"))
+
+
+@group.command()
+@click.argument("sector_id")
+@click.option("--from", "phase", type=_PHASE, required=True, help="Phase to resume at.")
+@json_option
+@pass_context
+def resume(ctx: CliContext, sector_id: str, phase: str, as_json: bool) -> None:
+    """Resume a sector at a phase (a Failed one, or a legal step back)."""
+    sector = actions.resume(ctx.runtime, sector_id, SectorState.parse(phase))
+    emit(sector, as_json, lambda c: c.print(f"{sector.id} queued at {sector.state}"))

@@ -61,6 +61,7 @@ class Sector(BaseModel):
     lease_token: int | None = None
     lease_expires_ms: int | None = None
     last_error: str | None = None
+    failed_phase: str | None = Field(default=None, description="Phase that failed for good.")
     outputs: dict[str, Any] = Field(
         default_factory=dict, description="Outputs of the phases so far (commitments, proofs)."
     )

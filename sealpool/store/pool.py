@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from sealpool.errors import IllegalTransition, SectorNotFound, StaleToken
+from sealpool.errors import ChangedMeanwhile, IllegalTransition, SectorNotFound, StaleToken
 from sealpool.store import scripts
 from sealpool.store.model import Sector, SectorKind, encode_fields, parse_sector_id
 from sealpool.store.states import (
@@ -84,6 +84,7 @@ class SectorStore:
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
         self._move = client.register_script(scripts.MOVE)
+        self._prioritize = client.register_script(scripts.PRIORITIZE)
 
     # -- keys -------------------------------------------------------------------------
 
@@ -332,7 +333,7 @@ class SectorStore:
             actor=lease.worker,
             event="retry" if retry else "fail",
             detail=error,
-            updates={"last_error": error},
+            updates={"last_error": error, "failed_phase": None if retry else lease.phase.value},
             lease=lease,
             sources=[lease.phase],
         )
@@ -361,12 +362,80 @@ class SectorStore:
         event: str = "move",
         detail: str = "",
         updates: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
     ) -> Sector:
-        """Move the sector to ``target`` if the state machine allows it from where it is."""
+        """Move the sector to ``target`` if the state machine allows it from where it is.
+
+        With ``expected_version`` the move happens only if the sector is still at that
+        version (the caller decided on a record it read), else ChangedMeanwhile.
+        """
+        condition = "" if expected_version is None else f"={expected_version}"
         self._apply_move(
-            sector_id, target, actor=actor, event=event, detail=detail, updates=updates
+            sector_id,
+            target,
+            actor=actor,
+            event=event,
+            detail=detail,
+            updates=updates,
+            condition=condition,
         )
         return self.get(sector_id)
+
+    def take_over(
+        self,
+        sector: Sector,
+        target: SectorState,
+        *,
+        actor: str,
+        detail: str,
+        updates: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Move a sector whose running phase's lease expired (its worker died or hung).
+
+        Fenced by the expired lease's token and checked for expiry inside the script: False
+        when the worker renewed meanwhile, or someone else took the sector over first.
+        """
+        if sector.lease_token is None or sector.status is not PhaseStatus.RUNNING:
+            return False
+        lease = Lease(
+            sector.id,
+            sector.state,
+            sector.lease_owner or "",
+            sector.lease_token,
+            sector.lease_expires_ms or 0,
+        )
+        try:
+            self._apply_move(
+                sector.id,
+                target,
+                actor=actor,
+                event="take-over",
+                detail=detail,
+                updates=updates,
+                lease=lease,
+                condition="expired",
+                sources=allowed_sources(target) | ({target} & {sector.state}),
+            )
+        except StaleToken:
+            return False
+        return True
+
+    def prioritize(self, sector_id: str, priority: int, actor: str, reason: str) -> bool:
+        """Give the sector a new priority (0 = most urgent); False if it had it already."""
+        return bool(
+            self._prioritize(
+                keys=[self._sector_key(sector_id), self._history_key(sector_id)],
+                args=[self.prefix, priority, actor, reason],
+            )
+        )
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the pool's counters (re-tickets, take-overs, …)."""
+        self.client.hincrby(f"{self.prefix}:counters", name, amount)
+
+    def counters(self) -> dict[str, int]:
+        """The pool's counters."""
+        return {k: int(v) for k, v in self.client.hgetall(f"{self.prefix}:counters").items()}
 
     def _apply_move(
         self,
@@ -379,6 +448,7 @@ class SectorStore:
         updates: Mapping[str, Any] | None = None,
         lease: Lease | None = None,
         sources: Iterable[SectorState] | None = None,
+        condition: str = "",
     ) -> int:
         allowed = allowed_sources(target) if sources is None else frozenset(sources)
         status = status_on_entry(target)
@@ -400,6 +470,7 @@ class SectorStore:
                 actor,
                 event,
                 detail,
+                condition,
                 *_pairs(encode_fields(dict(updates or {}))),
             ],
         )
@@ -412,6 +483,8 @@ class SectorStore:
                 f"{sector_id}: token {lease.token if lease else ''} no longer "
                 f"holds {lease.phase if lease else ''} (sector is in {current[0]})"
             )
+        if reason == "changed meanwhile":
+            raise ChangedMeanwhile(f"{sector_id}: changed since it was read; not moved")
         raise IllegalTransition(f"{sector_id}: illegal transition {current[0]} → {target}")
 
 

@@ -123,28 +123,34 @@ return expires
 # ARGV[1] key prefix, ARGV[2] token ("" = unfenced), ARGV[3] phase the token must hold,
 # ARGV[4] target state, ARGV[5] target status ("" = none), ARGV[6] allowed source states,
 # comma-separated, ARGV[7] 1 when the target is terminal, ARGV[8] actor, ARGV[9] event,
-# ARGV[10] detail, ARGV[11..] field pairs to set ("" deletes)
+# ARGV[10] detail, ARGV[11] a condition: "" none, "expired" the token's lease must have
+# expired (taking over from a dead worker), "=N" the sector must be at version N (a
+# decision taken on a record read earlier), ARGV[12..] field pairs to set ("" deletes)
 # Returns {new version, ""}, or {0, reason, current state} when refused.
 MOVE = (
     _HELPERS
     + """
 local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'status', 'lease_token', 'kind',
-                     'priority', 'created_ms')
+                     'priority', 'created_ms', 'lease_expires_ms', 'version')
 if not f[1] then return {0, 'no such sector', ''} end
 local state = f[2]
+local now = now_ms()
 if ARGV[2] ~= '' then
   if f[3] ~= 'running' or f[4] ~= ARGV[2] or state ~= ARGV[3] then
     return {0, 'stale token', state}
   end
+  if ARGV[11] == 'expired' and tonumber(f[8]) > now then return {0, 'stale token', state} end
+end
+if string.sub(ARGV[11], 1, 1) == '=' and f[9] ~= string.sub(ARGV[11], 2) then
+  return {0, 'changed meanwhile', state}
 end
 if not string.find(',' .. ARGV[6] .. ',', ',' .. state .. ',', 1, true) then
   return {0, 'illegal transition', state}
 end
-local now = now_ms()
 redis.call('ZREM', index_key(ARGV[1], state, f[5]), f[1])
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_token', 'lease_expires_ms')
 redis.call('ZREM', KEYS[3], f[1])
-apply_patch(KEYS[1], 11)
+apply_patch(KEYS[1], 12)
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'updated_ms', now)
 if ARGV[5] == '' then
   redis.call('HDEL', KEYS[1], 'status')
@@ -161,5 +167,22 @@ else
 end
 record(KEYS[2], ARGV[8], ARGV[9], state, ARGV[4], ARGV[10], now)
 return {redis.call('HINCRBY', KEYS[1], 'version', 1), ''}
+"""
+)
+
+# PRIORITIZE a sector: a new priority, re-scored in its state index. No state change.
+# KEYS[1] sector hash, KEYS[2] history; ARGV[1] key prefix, ARGV[2] priority, ARGV[3] actor,
+# ARGV[4] detail. Returns 1, or 0 when the sector has that priority already (or is gone).
+PRIORITIZE = (
+    _HELPERS
+    + """
+local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'kind', 'priority', 'created_ms')
+if not f[1] or f[4] == ARGV[2] then return 0 end
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'priority', ARGV[2], 'updated_ms', now)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('ZADD', index_key(ARGV[1], f[2], f[3]), index_score(ARGV[2], f[5]), f[1])
+record(KEYS[2], ARGV[3], 'priority', f[2], f[2], ARGV[2] .. ' ' .. ARGV[4], now)
+return 1
 """
 )

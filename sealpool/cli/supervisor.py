@@ -1,0 +1,144 @@
+"""``sealpool supervisor``, ``sealpool deals`` and ``sealpool ratio``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import click
+from rich.console import Console
+
+from sealpool.cli.context import CliContext, pass_context
+from sealpool.cli.render import emit, json_option, table
+from sealpool.config import Settings
+from sealpool.deals import DealBook
+from sealpool.supervisor import Supervisor
+from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
+from sealpool.worker_profiles.model import parse_size
+from sealpool.worker_profiles.slots import slot_reports
+
+
+@click.command("supervisor")
+@click.option("--ticks", type=click.IntRange(1), help="Stop after this many ticks.")
+@click.option(
+    "--name",
+    default=lambda: f"{socket.gethostname()}:{os.getpid()}",
+    help="Name of this supervisor in history and leadership.",
+)
+@json_option
+@pass_context
+def supervisor(ctx: CliContext, ticks: int | None, name: str, as_json: bool) -> None:
+    """Keep the pool full, watch deadlines, recover sectors: tick until stopped."""
+    boss = Supervisor(ctx.runtime, name)
+    done = 0
+    try:
+        while ticks is None or done < ticks:
+            report = boss.tick()
+            done += 1
+            emit(
+                report,
+                as_json,
+                lambda c, r=report: c.print(
+                    f"{'leader' if r.leader else 'standby'}: started {len(r.started)}, took over "
+                    f"{len(r.took_over)}, restarted {len(r.restarted)}, re-ticketed "
+                    f"{len(r.reticketed)}, aborted {len(r.aborted)}, raised {len(r.prioritized)} "
+                    f"({1000 * r.seconds:.1f} ms)"
+                ),
+            )
+            if ticks is None or done < ticks:
+                time.sleep(ctx.settings.tick_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        boss.lease.resign()
+
+
+@click.group("deals")
+def deals_group() -> None:
+    """Deals waiting to be sealed (packed into deal sectors first)."""
+
+
+@deals_group.command("add")
+@click.argument("deal_ids", type=click.IntRange(0), nargs=-1, required=True)
+@click.option(
+    "--piece-size",
+    default="32GiB",
+    show_default=True,
+    help="Padded piece size of each deal (e.g. 8GiB).",
+)
+@json_option
+@pass_context
+def deals_add(ctx: CliContext, deal_ids: tuple[int, ...], piece_size: str, as_json: bool) -> None:
+    """Add deals to wait for a sector."""
+    try:
+        size = parse_size(piece_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--piece-size") from None
+    book = DealBook(ctx.store.client, ctx.settings.key_prefix)
+    added = [book.add(deal_id, size) for deal_id in deal_ids]
+    emit(added, as_json, lambda c: c.print(f"{len(added)} deals waiting to be sealed"))
+
+
+@deals_group.command("list")
+@json_option
+@pass_context
+def deals_list(ctx: CliContext, as_json: bool) -> None:
+    """Deals not yet in a sector, oldest first."""
+    waiting = DealBook(ctx.store.client, ctx.settings.key_prefix).waiting()
+    emit(
+        waiting,
+        as_json,
+        lambda c: c.print(
+            table(
+                "waiting deals",
+                ["deal", "piece size", "added (ms)"],
+                [[d.deal_id, d.piece_size, d.added_ms] for d in waiting],
+            )
+        ),
+    )
+
+
+@click.command("ratio")
+@click.option(
+    "--pc1", type=click.IntRange(1), help="PC1 slots to plan for (default: the registered ones)."
+)
+@json_option
+@pass_context
+def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
+    """Suggested slots per phase from measured phase times, the bottleneck, sectors/day."""
+    settings = ctx.settings
+    current: dict[str, int] = {}
+    for slot in slot_reports(ctx.store.client, settings.key_prefix):
+        if slot.state != "lost":
+            current[slot.phase] = current.get(slot.phase, 0) + 1
+    times = phase_times(measured_runs(ctx.store), _farm_seconds(settings))
+    result = suggest(times, pc1 or current.get("PreCommit1") or 1, current or None)
+
+    def human(console: Console) -> None:
+        console.print(
+            table(
+                f"slots for {result.pc1_slots} PC1 slots — bottleneck {result.bottleneck}, "
+                f"{result.sectors_per_day:.1f} sectors/day",
+                ["phase", "p50", "p90", "from", "suggested", "current", "idle"],
+                [
+                    [
+                        r.phase,
+                        f"{r.p50_s:.1f}s",
+                        f"{r.p90_s:.1f}s",
+                        r.source,
+                        r.suggested_slots,
+                        r.current_slots,
+                        None if r.idle_share is None else f"{100 * r.idle_share:.0f}%",
+                    ]
+                    for r in result.phases
+                ],
+            )
+        )
+
+    emit(result, as_json, human)
+
+
+def _farm_seconds(settings: Settings) -> dict[str, float]:
+    """The profile's phase times as measured ones would be: in wall seconds."""
+    return {phase: settings.wall_seconds(s) for phase, s in settings.phase_seconds.items()}
