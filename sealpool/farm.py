@@ -104,6 +104,11 @@ class LocalFarm:
         process.kill()
         process.wait()
 
+    def kill_host(self, host: str) -> None:
+        """kill -9 every worker process of ``host`` (the machine died)."""
+        for name in [name for name in self.processes if name.endswith(f"@{host}")]:
+            self.kill(name)
+
     def stop(self) -> None:
         """Warm shutdown of every worker (running phases handed back), SIGKILL if stuck."""
         stop_workers(self.processes, grace_s=20.0)

@@ -168,6 +168,10 @@ class SectorStore:
 
     # -- reading ------------------------------------------------------------------------
 
+    def last_number(self, miner: str) -> int:
+        """The highest sector number given to ``miner`` so far (0 before the first)."""
+        return int(self.client.get(f"{self.prefix}:seq:{miner}") or 0)
+
     def get(self, sector_id: str) -> Sector:
         """The sector with ``sector_id``; SectorNotFound if there is none."""
         fields = self.client.hgetall(self._sector_key(sector_id))

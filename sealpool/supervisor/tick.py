@@ -239,9 +239,10 @@ class Supervisor:
             self.store.client.set(last_key, int(time.time() * 1000))
 
     def _next_sector(self) -> Sector | None:
-        """A Pending sector, else a new one from waiting deals, else a CC one if allowed."""
+        """Deal sectors first (Pending ones, then new ones packed from waiting deals), then
+        Pending CC sectors, then a new CC sector if ``cc_fill``."""
         settings = self.rt.settings
-        pending = self.store.ids_in_state(S.PENDING, limit=1)
+        pending = self.store.ids_in_state(S.PENDING, kind="deal", limit=1)
         if pending:
             return self.store.get(pending[0])
         deals = self.deals.pack(SECTOR_BYTES[settings.sector_size])
@@ -256,10 +257,13 @@ class Supervisor:
             )
             self.deals.assign(deals)
             return sector
-        if settings.cc_fill:
-            number = self.store.client.incr(f"{self.store.prefix}:supervisor:cc")
+        pending = self.store.ids_in_state(S.PENDING, kind="cc", limit=1)
+        if pending:
+            return self.store.get(pending[0])
+        if settings.cc_fill:  # the request id names the pool as read: one sector per view
+            after = self.store.last_number(settings.miner)
             return self.store.create(
-                settings.miner, "cc", actor=self.name, request_id=f"cc-fill:{number}"
+                settings.miner, "cc", actor=self.name, request_id=f"cc-fill:after:{after}"
             )
         return None
 
