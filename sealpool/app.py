@@ -28,6 +28,9 @@ from sealpool import routing
 from sealpool.config import load_settings
 from sealpool.connection import redis_url
 
+PRIORITY_STEPS = range(10)
+PRIORITY_SEP = ":"
+
 
 def _pool_settings() -> dict[str, Any]:
     settings = load_settings()
@@ -64,8 +67,8 @@ app.conf.update(
     worker_send_task_events=True,
     broker_connection_retry_on_startup=True,
     broker_transport_options={
-        "priority_steps": list(range(10)),
-        "sep": ":",
+        "priority_steps": list(PRIORITY_STEPS),
+        "sep": PRIORITY_SEP,
         "queue_order_strategy": "priority",
         "visibility_timeout": 3600,
     },

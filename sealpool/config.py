@@ -155,6 +155,17 @@ class Settings(BaseSettings):
         description="A deadline closer than the remaining work plus this "
         "many epochs puts the sector at the top of its queue.",
     )
+    lost_message_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Wall seconds a sector may sit queued with an empty "
+        "queue before the supervisor sends its phase again.",
+    )
+    host_binding: bool = Field(
+        default=True,
+        description="Send phases that touch temp files to the sector's host and refuse them "
+        "elsewhere. Turned off only by benchmarks/farm_bench.py, to measure what it saves.",
+    )
     profile: Path | None = Field(
         default=None,
         description="Worker profile (TOML) of this machine; its host, backend, storage and "

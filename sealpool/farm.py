@@ -50,6 +50,8 @@ class LocalFarm:
     slots: Mapping[SectorState, int] = field(default_factory=lambda: dict(DEMO_SLOTS))
     env: Mapping[str, str] = field(default_factory=dict)
     paths_per_host: int = 1
+    host_slots: Mapping[str, Mapping[SectorState, int]] = field(default_factory=dict)
+    app_module: str = "sealpool.app"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def host_dirs(self, host: str) -> tuple[list[Path], list[Path]]:
@@ -69,10 +71,16 @@ class LocalFarm:
             temp, sealed = self.host_dirs(host)
             for path in (*temp, *sealed):
                 path.mkdir(parents=True, exist_ok=True)
-            self.profile_path(host).write_text(sim_profile(host, temp, sealed, self.slots))
+            self.profile_path(host).write_text(
+                sim_profile(host, temp, sealed, self.host_slots.get(host, self.slots))
+            )
             self.processes.update(
                 start_workers(
-                    self.profile_path(host), self.pool, dict(self.env), self.root / "logs"
+                    self.profile_path(host),
+                    self.pool,
+                    dict(self.env),
+                    self.root / "logs",
+                    self.app_module,
                 )
             )
 
@@ -103,6 +111,19 @@ class LocalFarm:
         process = self.processes.pop(name)
         process.kill()
         process.wait()
+
+    def revive(self, phase: SectorState, host: str) -> None:
+        """Start ``phase``'s worker process on ``host`` again (after :meth:`kill`)."""
+        self.processes.update(
+            start_workers(
+                self.profile_path(host),
+                self.pool,
+                dict(self.env),
+                self.root / "logs",
+                self.app_module,
+                {phase},
+            )
+        )
 
     def kill_host(self, host: str) -> None:
         """kill -9 every worker process of ``host`` (the machine died)."""

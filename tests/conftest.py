@@ -19,15 +19,21 @@ from sealpool.store import SectorStore
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of the Redis server the tests talk to."""
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server.ServerInfo | None]:
+    """The private embedded server of the run (None when SEALPOOL_REDIS_URL names one)."""
     if os.environ.get("SEALPOOL_REDIS_URL"):
-        yield os.environ["SEALPOOL_REDIS_URL"]
+        yield None
         return
     data_dir = tmp_path_factory.mktemp("redis")
     info = server.start(data_dir)
-    yield info.url
+    yield info
     server.stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_redis: server.ServerInfo | None) -> str:
+    """URL of the Redis server the tests talk to."""
+    return embedded_redis.url if embedded_redis else os.environ["SEALPOOL_REDIS_URL"]
 
 
 @pytest.fixture

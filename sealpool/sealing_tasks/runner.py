@@ -26,9 +26,10 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
     if SHUTDOWN.is_set():  # a message that arrived as the worker stops: put it back
         sector = store.get(sector_id)
         if sector.state is phase and sector.status is PhaseStatus.QUEUED:
-            dispatch(store, sector, actor=worker)
+            _send(runtime, sector, worker)
         return "handed back"
-    lease = store.claim(sector_id, phase, worker, host=host if phase in TEMP_PHASES else None)
+    bound = runtime.settings.host_binding and phase in TEMP_PHASES
+    lease = store.claim(sector_id, phase, worker, host=host if bound else None)
     if lease is None:
         log.info("%s of %s not claimed by %s: taken, done or elsewhere", phase, sector_id, worker)
         return "skipped"
@@ -51,8 +52,18 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
         log.warning("%s", exc)
         return "lost"
     if reached not in TERMINAL:
-        dispatch(store, store.get(sector_id), actor=worker)
+        _send(runtime, store.get(sector_id), worker)
     return "done"
+
+
+def _send(runtime: Runtime, sector: Sector, actor: str, countdown: float | None = None) -> None:
+    dispatch(
+        runtime.store,
+        sector,
+        actor=actor,
+        countdown=countdown,
+        bind_host=runtime.settings.host_binding,
+    )
 
 
 def _hand_back(runtime: Runtime, lease: Lease) -> str:
@@ -62,7 +73,7 @@ def _hand_back(runtime: Runtime, lease: Lease) -> str:
         runtime.store.release(lease, "worker shutting down")
     except StaleToken:
         return "lost"
-    dispatch(runtime.store, runtime.store.get(lease.sector_id), actor=lease.worker)
+    _send(runtime, runtime.store.get(lease.sector_id), lease.worker)
     return "handed back"
 
 
@@ -83,7 +94,5 @@ def _failed(runtime: Runtime, lease: Lease, sector: Sector, error: str, retry: b
             runtime.scratch.release(sector.host, sector.id)
         return "failed"
     backoff = settings.wall_seconds(settings.retry_backoff_s * 2 ** (attempts - 1))
-    dispatch(
-        store, store.get(sector.id), actor=lease.worker, countdown=min(backoff, MAX_BACKOFF_WALL_S)
-    )
+    _send(runtime, store.get(sector.id), lease.worker, countdown=min(backoff, MAX_BACKOFF_WALL_S))
     return "retrying"

@@ -24,13 +24,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from sealpool import routing
 from sealpool.backends import SECTOR_BYTES
 from sealpool.config import EPOCH_SECONDS
 from sealpool.deals import DealBook
 from sealpool.errors import ChangedMeanwhile, IllegalTransition
 from sealpool.runtime import Runtime
-from sealpool.sealing_tasks.dispatch import URGENT_PRIORITY, dispatch, start
-from sealpool.store import PhaseStatus, Sector, SectorState
+from sealpool.sealing_tasks.dispatch import URGENT_PRIORITY, dispatch, messages_waiting, start
+from sealpool.store import WORK_PHASES, PhaseStatus, Sector, SectorState
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.supervisor.ratio import phase_times, suggest
 from sealpool.worker_profiles.slots import SlotReport, slot_reports
@@ -57,6 +58,7 @@ class TickReport:
 
     leader: bool
     took_over: list[str] = field(default_factory=list)
+    redispatched: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     reticketed: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
@@ -89,6 +91,7 @@ class Supervisor:
         report = TickReport(leader=True)
         slots = slot_reports(self.store.client, self.store.prefix)
         self.take_over_expired(slots, report)
+        self.redispatch_lost(report)
         self.watch_deadlines(report)
         self.fill(slots, report)
         report.seconds = time.perf_counter() - began
@@ -151,6 +154,30 @@ class Supervisor:
             self.store.count("restarted")
             report.restarted.append(sector.id)
             dispatch(self.store, self.store.get(sector.id), actor=self.name)
+
+    def redispatch_lost(self, report: TickReport) -> None:
+        """Send again the phase of a sector queued for a while with no message in its queue
+        (a worker died between taking the message and claiming the sector). It reads every
+        in-flight sector, so it runs at most twice per ``lost_message_s``."""
+        settings = self.rt.settings
+        scan_key = f"{self.store.prefix}:supervisor:lost-scan"
+        if not self.store.client.set(
+            scan_key, self.name, nx=True, px=int(settings.lost_message_s * 500)
+        ):
+            return  # scanned less than half a lost_message_s ago
+        stale_ms = (time.time() - settings.lost_message_s) * 1000
+        for state in WORK_PHASES:
+            for sector in self.store.get_many(self.store.ids_in_state(state)):
+                if sector.status is not PhaseStatus.QUEUED or sector.updated_ms > stale_ms:
+                    continue
+                host = sector.host if settings.host_binding else None
+                queue = routing.route(self.store.prefix, state, sector.kind, host)["queue"]
+                if messages_waiting(self.store.client, queue):
+                    continue
+                once = f"{self.store.prefix}:redispatched:{sector.id}:{sector.version}"
+                if self.store.client.set(once, self.name, nx=True, ex=86400):
+                    report.redispatched.append(sector.id)
+                    dispatch(self.store, sector, actor=self.name, bind_host=settings.host_binding)
 
     # -- 2. deadlines --------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from sealpool.errors import ConfigError
@@ -39,10 +40,11 @@ def worker_argv(
     phase: SectorState,
     loglevel: str = "INFO",
     logfile: Path | None = None,
+    app_module: str = "sealpool.app",
 ) -> list[str]:
     """The ``celery worker`` command line of one phase of a profile."""
     argv = [
-        sys.executable, "-m", "celery", "-A", "sealpool.app", "worker",
+        sys.executable, "-m", "celery", "-A", app_module, "worker",
         "--pool", "threads", "--concurrency", str(len(plan.slots_for(phase.value))),
         "--queues", ",".join(host_queues(pool, [phase], profile.host)),
         "--hostname", node_name(phase, profile.host),
@@ -61,9 +63,18 @@ def checked_profile(path: Path) -> tuple[Profile, Plan]:
 
 
 def start_workers(
-    path: Path, pool: str, env: dict[str, str] | None = None, log_dir: Path | None = None
+    path: Path,
+    pool: str,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    app_module: str = "sealpool.app",
+    phases: Collection[SectorState] | None = None,
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start the phase processes of the profile at ``path``; their node names → processes."""
+    """Start the phase processes of the profile at ``path``; their node names → processes.
+
+    ``phases`` limits them to some phases (restarting one that died); ``app_module`` is the
+    Celery app they run (benchmarks swap in a naive set-up).
+    """
     profile, plan = checked_profile(path)
     base = {
         **os.environ,
@@ -76,13 +87,13 @@ def start_workers(
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
     for phase in QUEUE_NAMES:
-        if profile.phase_slots(phase) is None:
+        if profile.phase_slots(phase) is None or (phases is not None and phase not in phases):
             continue
         name = node_name(phase, profile.host)
         logfile = log_dir / f"{name}.log" if log_dir else None
         output = logfile.open("ab") if logfile else None  # else: our own stdout/stderr
         processes[name] = subprocess.Popen(
-            worker_argv(pool, profile, plan, phase, logfile=logfile),
+            worker_argv(pool, profile, plan, phase, logfile=logfile, app_module=app_module),
             env={**base, "SEALPOOL_WORKER_PHASE": phase.value},
             stdin=subprocess.DEVNULL, stdout=output, stderr=output,
         )  # fmt: skip

@@ -1,0 +1,26 @@
+"""The naive Celery set-up farm_bench.py compares sealpool with: the same tasks, store and
+sim backend, but Celery's defaults — prefetch 4 per process, no per-host queues (temp
+phases go to any host), no priorities. Run with SEALPOOL_HOST_BINDING=false."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sealpool import routing
+from sealpool.app import app
+
+
+def naive_route(
+    name: str, args: Any, kwargs: dict[str, Any], options: Any, task: Any = None, **_: Any
+) -> dict[str, Any] | None:
+    """One shared queue per phase, no priority."""
+    phase = routing.TASK_PHASES.get(name)
+    return None if phase is None else {"queue": routing.queue_name(kwargs["pool"], phase)}
+
+
+app.conf.update(
+    task_routes=(naive_route,),
+    worker_prefetch_multiplier=4,
+    worker_disable_prefetch=False,
+    broker_transport_options={"visibility_timeout": 3600},
+)

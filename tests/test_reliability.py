@@ -1,0 +1,315 @@
+"""Reliability: chaos, Redis restarts and outages, bad input, security."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sealpool import server
+from sealpool.app import app
+from sealpool.backends import ExternalBackend, PhaseRequest, Slot
+from sealpool.config import load_settings
+from sealpool.connection import connect
+from sealpool.errors import ConfigError, InvalidSectorId, PhaseError, ServerError
+from sealpool.farm import LocalFarm
+from sealpool.runtime import runtime
+from sealpool.sealing_tasks import start
+from sealpool.store import SectorState, parse_sector_id
+from sealpool.supervisor import Supervisor
+from sealpool.worker_profiles.model import load_profile
+
+from farm_helpers import events, wait_for, worker
+
+S = SectorState
+LEASE_ENDS = {"complete", "retry", "fail", "release", "take-over", "restart", "reticket",
+              "abort", "resume"}  # fmt: skip
+
+
+def assert_never_twice_at_once(store, sector_ids) -> None:
+    """From history: every claim of a phase follows the end of the previous one's lease."""
+    for sector_id in sector_ids:
+        open_claim = None
+        for entry in store.history(sector_id):
+            if entry.event == "claim":
+                assert open_claim is None, (sector_id, open_claim, entry)
+                open_claim = entry
+            elif entry.event in LEASE_ENDS:
+                open_claim = None
+
+
+# -- chaos and durability (real worker processes) ----------------------------------------
+
+
+def farm_env_vars(times: dict[str, float]) -> dict[str, str]:
+    return {
+        "SEALPOOL_TIME_SCALE": "1000",
+        "SEALPOOL_TICKET_CONFIDENCE": "10",
+        "SEALPOOL_HEARTBEAT_S": "0.3",
+        "SEALPOOL_LEASE_S": "2",
+        "SEALPOOL_LOST_MESSAGE_S": "3",
+        "SEALPOOL_PHASE_SECONDS": json.dumps(times),
+    }
+
+
+class Supervisors:
+    """Supervisors ticking in threads; the leader can be killed (stops without resigning)."""
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self.count = 0
+
+    def add(self) -> None:
+        self.count += 1
+        boss = Supervisor(runtime(self.pool), f"sup-{self.count}")
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(0.2):
+                boss.tick()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        self.threads[boss.name] = (thread, stop)
+
+    def kill(self, name: str) -> None:
+        thread, stop = self.threads.pop(name)
+        stop.set()
+        thread.join()
+
+    def stop(self) -> None:
+        for name in list(self.threads):
+            self.kill(name)
+
+
+@pytest.mark.slow
+def test_chaos_kill_workers_and_the_leader(
+    farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    times = {
+        "AddPiece": 300,
+        "PreCommit1": 2000,
+        "PreCommit2": 500,
+        "Commit2": 500,
+        "Finalize": 200,
+    }
+    env = farm_env_vars(times)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runtime.cache_clear()
+    store = runtime(prefix).store
+    sectors = store.create_many("f01000", "cc", 8) + store.create_many("f01000", "deal", 2)
+    chaos = random.Random(7)
+    supervisors = Supervisors(prefix)
+    with LocalFarm(prefix, ["hostA", "hostB"], farm_env / "farm", env=env) as farm:
+        farm.wait_ready()
+        supervisors.add()
+        supervisors.add()
+        for sector in sectors:
+            start(store, sector.id, actor="test")
+        for round_ in range(6):
+            time.sleep(2.0)
+            victim = chaos.choice(sorted(farm.processes))
+            farm.kill(victim)  # kill -9
+            phase_name, host = victim.split("@")
+            phase = next(
+                p for p, q in __import__("sealpool").routing.QUEUE_NAMES.items() if q == phase_name
+            )
+            time.sleep(0.5)
+            farm.revive(phase, host)
+            if round_ % 2 == 0:
+                leader = runtime(prefix).store.client.get(f"{prefix}:supervisor:leader")
+                name = leader.split(" ", 1)[1] if leader else None
+                if name in supervisors.threads:
+                    supervisors.kill(name)  # the leader dies without resigning
+                    supervisors.add()
+        try:
+            done = wait_for(store, [s.id for s in sectors], timeout_s=150)
+        finally:
+            supervisors.stop()
+    assert [s.state for s in done] == [S.PROVING] * len(sectors)
+    assert_never_twice_at_once(store, [s.id for s in sectors])
+    assert len(store.list()) == len(sectors)  # none lost, none made twice
+
+
+@pytest.mark.slow
+def test_redis_restart_and_outage_lose_nothing(
+    farm_env: Path,
+    prefix: str,
+    embedded_redis: server.ServerInfo | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Redis (AOF on) stops for 10 s mid-run and comes back: the farm carries on."""
+    if embedded_redis is None:
+        pytest.skip("needs the run's own embedded Redis to stop and start")
+    data = Path(embedded_redis.data_dir)
+    times = {"AddPiece": 100, "PreCommit1": 8000}
+    env = {**farm_env_vars(times), "SEALPOOL_LEASE_S": "30"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runtime.cache_clear()
+    store = runtime(prefix).store
+    sectors = store.create_many("f01000", "cc", 3)
+    with LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env) as farm:
+        farm.wait_ready()
+        for sector in sectors:
+            start(store, sector.id, actor="test")
+        wait_for(store, [s.id for s in sectors], done=[S.PRE_COMMIT_1], timeout_s=30)
+        time.sleep(1.0)
+        before = {s.id: s.version for s in store.list()}
+        try:
+            server.stop(data)  # AOF flushed; workers lose store and broker for 10 s
+            time.sleep(10)
+        finally:
+            assert server.start(data, port=embedded_redis.port).port == embedded_redis.port
+        assert {s.id: s.version for s in store.list()} == before  # the pool survived
+        supervisors = Supervisors(prefix)
+        supervisors.add()
+        try:
+            done = wait_for(store, [s.id for s in sectors], timeout_s=120)
+        finally:
+            supervisors.stop()
+    assert [s.state for s in done] == [S.PROVING] * 3
+    assert_never_twice_at_once(store, [s.id for s in sectors])
+
+
+# -- security -------------------------------------------------------------------------
+
+
+def test_pickle_is_never_accepted(farm_env: Path, prefix: str) -> None:
+    store = runtime(prefix).store
+    sector = store.move(store.create("f01000", "cc").id, S.ADD_PIECE, actor="test")
+    kwargs = {"pool": prefix, "sector_id": sector.id, "kind": "cc", "host": None, "urgent": False}
+    with worker(prefix, phases=[S.ADD_PIECE], concurrency=1):
+        app.send_task("sealpool.ap", kwargs=kwargs, serializer="pickle")
+        time.sleep(2.0)
+        assert events(store, sector.id, "claim") == []  # the pickled message never ran
+        app.send_task("sealpool.ap", kwargs=kwargs)  # the same as JSON does
+        wait_for(store, [sector.id], done=[S.PRE_COMMIT_1], timeout_s=20)
+    assert app.conf.accept_content == ["json"] and app.conf.task_serializer == "json"
+
+
+def test_redis_password_is_honoured(tmp_path: Path) -> None:
+    info = server.start(tmp_path / "redis")
+    with_password = f"redis://:s3cret@127.0.0.1:{info.port}/0"
+    redis.Redis.from_url(info.url).config_set("requirepass", "s3cret")
+    try:
+        assert connect(load_settings(redis_url=with_password)).ping()
+        with pytest.raises(ServerError, match=r"cannot reach Redis at redis://\*\*\*@127"):
+            connect(load_settings(redis_url=f"redis://:wrong@127.0.0.1:{info.port}/0"))
+        with pytest.raises(ServerError, match=r"(?i)auth"):
+            connect(load_settings(redis_url=info.url))
+    finally:
+        redis.Redis.from_url(with_password).config_set("requirepass", "")
+        server.stop(tmp_path / "redis")
+
+
+def test_tls_urls_make_tls_connections() -> None:
+    url = "rediss://:pw@redis.farm.lan:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem"
+    settings = load_settings(redis_url=url)
+    pool = redis.Redis.from_url(settings.redis_url).connection_pool
+    assert pool.connection_class is redis.SSLConnection
+    assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    assert pool.connection_kwargs["password"] == "pw"
+    with pytest.raises(ConfigError, match="redis_url 'http://x' must start with"):
+        load_settings(redis_url="http://x")
+
+
+# -- bad input, generated -------------------------------------------------------------
+
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(st.text(max_size=40))
+def test_any_sector_id_is_parsed_or_refused_clearly(text: str) -> None:
+    try:
+        miner, number = parse_sector_id(text)
+    except InvalidSectorId as exc:
+        assert str(exc).startswith("invalid sector id ") and "\n" not in str(exc).strip()
+    else:
+        assert text == f"{miner}-{number}"
+
+
+toml_values = st.recursive(
+    st.one_of(st.integers(-5, 5000), st.text(max_size=12), st.booleans()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["slots", "cores", "gpus", "path", "env", "x"]), inner, max_size=3
+        ),
+    ),
+    max_leaves=8,
+)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "host",
+                "backend",
+                "storage",
+                "phases",
+                "sector_size",
+                "gpu_groups",
+                "processor",
+                "pc1",
+            ]
+        ),
+        toml_values,
+        max_size=6,
+    )
+)
+def test_any_profile_is_loaded_or_refused_clearly(tmp_path_factory, data: dict) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "p.toml"
+    path.write_text("\n".join(f"{key} = {_toml(value)}" for key, value in data.items()))
+    try:
+        load_profile(path)
+    except ConfigError as exc:
+        assert all(line.startswith(f"{path}: ") for line in str(exc).splitlines())
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_any_processor_output_is_a_result_or_a_clear_error(tmp_path_factory, output: bytes) -> None:
+    tmp = tmp_path_factory.mktemp("proc")
+    (tmp / "out").write_bytes(output)
+    argv = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.stdout.buffer.write(open({str(tmp / 'out')!r}, 'rb').read())",
+    ]
+    request = PhaseRequest(
+        "f01000-1", "f01000", 1, "AddPiece", 2048, str(tmp), None, None, None, [], {}
+    )
+    try:
+        result = ExternalBackend(argv).run(request, Slot("h", (tmp,), (tmp,)), threading.Event())
+    except PhaseError as exc:
+        assert str(exc).startswith("AddPiece of f01000-1: ")
+    else:
+        assert isinstance(result, dict)
