@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from sealpool import server
 
 
@@ -23,3 +26,14 @@ def benchmark_redis() -> Iterator[str]:
             yield info.url
         finally:
             server.stop(Path(data_dir))
+
+
+def print_figures(title: str, figures: dict[str, float], goals: dict[str, str]) -> None:
+    """A table of a benchmark's figures beside their goals."""
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("goal")
+    for name, value in figures.items():
+        table.add_row(name, f"{value:,.4f}" if value < 10 else f"{value:,.0f}", goals.get(name, ""))
+    Console().print(table)

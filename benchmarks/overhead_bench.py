@@ -18,12 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from sealpool.store import TERMINAL, WORK_PHASES, SectorState
 
-from _server import benchmark_redis
+from _server import benchmark_redis, print_figures
 
 S = SectorState
 ZERO = {phase.value: 0.0 for phase in WORK_PHASES}
@@ -90,14 +87,11 @@ def main() -> None:
     if options.json:
         print(json.dumps(figures, indent=2))
         return
-    table = Table(title="sealpool overhead (zero-duration phases)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("goal")
-    goals = {"transitions_per_s": "≥ 1000", "dispatch_latency_p50_ms": "≤ 5"}
-    for name, value in figures.items():
-        table.add_row(name, f"{value:,.2f}", goals.get(name, ""))
-    Console().print(table)
+    print_figures(
+        "sealpool overhead (zero-duration phases)",
+        figures,
+        {"transitions_per_s": "≥ 1000", "dispatch_latency_p50_ms": "≤ 5"},
+    )
 
 
 if __name__ == "__main__":

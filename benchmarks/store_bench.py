@@ -15,14 +15,12 @@ import uuid
 
 import redis
 from click.testing import CliRunner
-from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 from sealpool.cli import cli
 from sealpool.store import PIPELINE, SectorState, SectorStore
 
-from _server import benchmark_redis
+from _server import benchmark_redis, print_figures
 
 WORK_PHASES = PIPELINE[1:-1]
 
@@ -145,21 +143,18 @@ def main() -> None:
     if options.json:
         print(json.dumps(figures, indent=2))
         return
-    table = Table(title="sealpool store benchmark")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("goal")
-    goals = {
-        "transitions_per_s_1_clients": "≥ 1000",
-        "transitions_per_s_8_clients": "≥ 1000",
-        "list_state_10pct_s": "≤ 1 s",
-        "list_state_90pct_s": "≤ 1 s",
-        "pool_stats_s": "≤ 0.05 s",
-        "supervisor_tick_s": "≤ 0.05 s",
-    }
-    for name, value in figures.items():
-        table.add_row(name, f"{value:,.4f}" if value < 10 else f"{value:,.0f}", goals.get(name, ""))
-    Console().print(table)
+    print_figures(
+        "sealpool store benchmark",
+        figures,
+        {
+            "transitions_per_s_1_clients": "≥ 1000",
+            "transitions_per_s_8_clients": "≥ 1000",
+            "list_state_10pct_s": "≤ 1 s",
+            "list_state_90pct_s": "≤ 1 s",
+            "pool_stats_s": "≤ 0.05 s",
+            "supervisor_tick_s": "≤ 0.05 s",
+        },
+    )
 
 
 if __name__ == "__main__":

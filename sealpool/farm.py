@@ -74,15 +74,19 @@ class LocalFarm:
             self.profile_path(host).write_text(
                 sim_profile(host, temp, sealed, self.host_slots.get(host, self.slots))
             )
-            self.processes.update(
-                start_workers(
-                    self.profile_path(host),
-                    self.pool,
-                    dict(self.env),
-                    self.root / "logs",
-                    self.app_module,
-                )
+            self._launch(host)
+
+    def _launch(self, host: str, phases: set[SectorState] | None = None) -> None:
+        self.processes.update(
+            start_workers(
+                self.profile_path(host),
+                self.pool,
+                dict(self.env),
+                self.root / "logs",
+                self.app_module,
+                phases,
             )
+        )
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Block until every worker answers a ping (SealpoolError if one died or is mute)."""
@@ -97,7 +101,10 @@ class LocalFarm:
                         f"worker {name} exited with {process.returncode}; "
                         f"see {self.root / 'logs' / name}.log"
                     )
-            replies = app.control.ping(destination=sorted(waiting), timeout=0.5)
+            with app.connection_for_write() as connection:  # fresh: survives broker restarts
+                replies = app.control.ping(
+                    destination=sorted(waiting), timeout=0.5, connection=connection
+                )
             waiting -= {node for reply in replies for node in reply}
         if waiting:
             raise SealpoolError(f"workers did not answer within {timeout_s}s: {sorted(waiting)}")
@@ -114,16 +121,7 @@ class LocalFarm:
 
     def revive(self, phase: SectorState, host: str) -> None:
         """Start ``phase``'s worker process on ``host`` again (after :meth:`kill`)."""
-        self.processes.update(
-            start_workers(
-                self.profile_path(host),
-                self.pool,
-                dict(self.env),
-                self.root / "logs",
-                self.app_module,
-                {phase},
-            )
-        )
+        self._launch(host, {phase})
 
     def kill_host(self, host: str) -> None:
         """kill -9 every worker process of ``host`` (the machine died)."""

@@ -24,6 +24,7 @@ from sealpool.sealing_tasks.lease_keeper import SHUTDOWN
 from sealpool.sealing_tasks.runner import run_phase
 from sealpool.sealing_tasks.steps import seed_ready_epoch
 from sealpool.store import PhaseStatus, SectorState
+from sealpool.worker_profiles.slots import SlotPool
 
 SEED_POLL_MAX_S = 600.0
 
@@ -65,14 +66,18 @@ def wait_seed(pool: str, sector_id: str, **_route: Any) -> str:
     return run_here(rt, SectorState.WAIT_SEED, sector_id)
 
 
+def _own_slots() -> SlotPool | None:
+    """The slots of this process, when ``sealpool worker`` started it for one phase."""
+    settings = load_settings()
+    return runtime(settings.key_prefix).slots if settings.worker_phase else None
+
+
 @worker_ready.connect
 def _register_slots(**_: Any) -> None:
     """A ``sealpool worker`` process announces its slots as soon as it consumes."""
-    settings = load_settings()
-    if settings.worker_phase:
-        slots = runtime(settings.key_prefix).slots
-        if slots is not None:
-            slots.register()
+    slots = _own_slots()
+    if slots is not None:
+        slots.register()
 
 
 @worker_shutting_down.connect
@@ -83,8 +88,6 @@ def _stop_phases(**_: Any) -> None:
 
 @worker_shutdown.connect
 def _unregister_slots(**_: Any) -> None:
-    settings = load_settings()
-    if settings.worker_phase:
-        slots = runtime(settings.key_prefix).slots
-        if slots is not None:
-            slots.unregister()
+    slots = _own_slots()
+    if slots is not None:
+        slots.unregister()

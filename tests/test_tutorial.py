@@ -1,0 +1,73 @@
+"""docs/tutorial.md, run as written (one machine standing in for both of its machines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).parents[1] / "docs"
+SEALPOOL = [sys.executable, "-c", "from sealpool.cli import main; main()"]
+
+
+@pytest.mark.slow
+def test_two_machine_tutorial(tmp_path: Path) -> None:
+    root = tmp_path / "sealpool-tutorial"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOOL_")}
+    env.update(
+        SEALPOOL_DATA_DIR=str(root / "pool"),
+        SEALPOOL_TIME_SCALE="2000",
+        SEALPOOL_TICKET_CONFIDENCE="10",
+        SEALPOOL_TICK_S="0.5",
+    )
+
+    def sealpool(*args: str) -> str:
+        done = subprocess.run(
+            [*SEALPOOL, *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    started = json.loads(sealpool("server", "start", "--json"))
+    env["SEALPOOL_REDIS_URL"] = started["url"]
+    workers = []
+    try:
+        for box in ("box-a", "box-b"):
+            profile = tmp_path / f"{box}.toml"
+            profile.write_text(
+                (DOCS / "tutorial" / f"{box}.toml")
+                .read_text()
+                .replace("/tmp/sealpool-tutorial", str(root))
+            )
+            for sub in ("scratch", "sealed"):
+                (root / box / sub).mkdir(parents=True)
+            assert "PreCommit1" in sealpool("profile", "check", str(profile))
+            workers.append(
+                subprocess.Popen(
+                    [*SEALPOOL, "worker", "--profile", str(profile)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        sealpool("deals", "add", "1", "2", "3", "--piece-size", "16GiB")
+        sealpool("sectors", "add", "--kind", "cc", "--count", "2")
+        sealpool("supervisor", "--ticks", "80")
+        sealed = json.loads(sealpool("sectors", "list", "--state", "Proving", "--json"))
+        assert len(sealed) == 5
+        assert sorted(d for s in sealed for d in s["deal_ids"]) == [1, 2, 3]
+        assert {s["host"] for s in sealed} == {"box-a", "box-b"}
+        slots = json.loads(sealpool("workers", "--json"))
+        assert len(slots) == 6 + 13 and {s["state"] for s in slots} == {"idle"}
+        assert "PreCommit1" in sealpool("ratio")
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            process.wait(timeout=60)
+        sealpool("server", "stop")
