@@ -24,6 +24,7 @@ from sealpool.store import Randomness, Sector, SectorState
 S = SectorState
 MAX_PROVE_COMMIT_EPOCHS = 30 * 2880 + 150
 TICKET_PLAN = (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)
+MIN_POLL_S = 0.02  # however fast the clock, never spin on the chain
 
 
 @dataclass
@@ -136,7 +137,7 @@ def send_and_wait(ctx: PhaseContext, kind: MessageKind, params: str) -> tuple[st
     if message is None:
         message = chain.submit(kind, sector.id, params)
         ctx.keeper.checkpoint(ctx.outputs({"cid": message.cid}))
-    poll_s = ctx.runtime.settings.wall_seconds(EPOCH_SECONDS)
+    poll_s = max(MIN_POLL_S, ctx.runtime.settings.wall_seconds(EPOCH_SECONDS))
     while not ctx.keeper.cancelled.is_set():
         try:
             landed = chain.landed(message)
