@@ -14,7 +14,7 @@ from typing import Any
 
 from sealpool.backends import SECTOR_BYTES, PhaseRequest, Slot
 from sealpool.chain import Message, MessageKind
-from sealpool.config import EPOCH_SECONDS
+from sealpool.config import EPOCH_SECONDS, Settings
 from sealpool.errors import ChainError, PhaseError
 from sealpool.runtime import Runtime
 from sealpool.sealing_tasks.lease_keeper import LeaseKeeper
@@ -23,7 +23,7 @@ from sealpool.store import Randomness, Sector, SectorState
 
 S = SectorState
 MAX_PROVE_COMMIT_EPOCHS = 30 * 2880 + 150
-TICKET_PLAN = (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)
+TICKET_PHASES = (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)  # a ticket must outlast
 MIN_POLL_S = 0.02  # however fast the clock, never spin on the chain
 
 
@@ -83,7 +83,7 @@ def usable_ticket(ctx: PhaseContext) -> Randomness:
     """
     settings, chain, sector = ctx.runtime.settings, ctx.runtime.chain, ctx.sector
     head = chain.head()
-    needed = sum(settings.phase_seconds.get(p.value, 0) for p in TICKET_PLAN) / EPOCH_SECONDS
+    needed = ticket_work_epochs(settings)
     ticket = sector.ticket
     if ticket is None or (
         _lasts_until(ticket, settings.max_ticket_age) < head + needed
@@ -99,6 +99,12 @@ def usable_ticket(ctx: PhaseContext) -> Randomness:
             retry=False,
         )
     return ticket
+
+
+def ticket_work_epochs(settings: Settings, since: SectorState = S.PRE_COMMIT_1) -> float:
+    """Epochs the phases from ``since`` to a landed precommit take (by the farm profile)."""
+    todo = TICKET_PHASES[TICKET_PHASES.index(since) :]
+    return sum(settings.phase_seconds.get(p.value, 0.0) for p in todo) / EPOCH_SECONDS
 
 
 def _lasts_until(ticket: Randomness, max_age: int) -> int:

@@ -31,6 +31,7 @@ from sealpool.deals import DealBook
 from sealpool.errors import ChangedMeanwhile, IllegalTransition
 from sealpool.runtime import Runtime
 from sealpool.sealing_tasks.dispatch import URGENT_PRIORITY, dispatch, messages_waiting, start
+from sealpool.sealing_tasks.steps import TICKET_PHASES, ticket_work_epochs
 from sealpool.store import WORK_PHASES, PhaseStatus, Sector, SectorState
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.supervisor.ratio import phase_times, suggest
@@ -38,7 +39,6 @@ from sealpool.worker_profiles.slots import SlotReport, slot_reports
 
 log = logging.getLogger(__name__)
 S = SectorState
-TICKET_PHASES = (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)
 # States whose next work reads the sector's scratch on its host (Commit2 and Committing
 # need only outputs kept in the store).
 NEEDS_SCRATCH = (
@@ -183,19 +183,19 @@ class Supervisor:
 
     def remaining_epochs(self, sector: Sector) -> float:
         """Epochs the sector still needs to get its precommit on chain."""
-        phase_s = self.rt.settings.phase_seconds
-        todo = TICKET_PHASES[TICKET_PHASES.index(sector.state) :]
-        seconds = sum(phase_s.get(p.value, 0.0) for p in todo)
+        settings = self.rt.settings
+        epochs = ticket_work_epochs(settings, sector.state)
         if sector.status is PhaseStatus.RUNNING:  # part of the current phase is done
-            done_s = (time.time() * 1000 - sector.updated_ms) / 1000 * self.rt.settings.time_scale
-            seconds -= min(done_s, phase_s.get(sector.state.value, 0.0))
-        return seconds / EPOCH_SECONDS
+            done_s = (time.time() * 1000 - sector.updated_ms) / 1000 * settings.time_scale
+            epochs -= (
+                min(done_s, settings.phase_seconds.get(sector.state.value, 0.0)) / EPOCH_SECONDS
+            )
+        return epochs
 
     def watch_deadlines(self, report: TickReport) -> None:
         settings = self.rt.settings
         head = self.rt.chain.head()
-        plan_s = sum(settings.phase_seconds.get(p.value, 0.0) for p in TICKET_PHASES)
-        horizon = head + plan_s / EPOCH_SECONDS + settings.risk_margin_epochs
+        horizon = head + ticket_work_epochs(settings) + settings.risk_margin_epochs
         for sector in self.store.get_many(self.store.near_deadline(horizon)):
             expiry = sector.deadlines.get("ticket_expiry")
             if expiry is not None and sector.state in TICKET_PHASES:
