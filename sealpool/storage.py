@@ -41,12 +41,6 @@ def sector_dir(root: Path, sector_id: str) -> Path:
     return path
 
 
-def inside(roots: Sequence[Path], path: Path) -> bool:
-    """Whether ``path`` lies within one of ``roots``."""
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(root.resolve()) for root in roots)
-
-
 def roomiest(roots: Sequence[Path]) -> Path:
     """The root with the most free space (created if missing)."""
     if not roots:
