@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import click
 from rich.console import Console
 
@@ -14,6 +16,11 @@ _STATE = click.Choice([state.value for state in SectorState], case_sensitive=Fal
 _PHASE = click.Choice([phase.value for phase in WORK_PHASES], case_sensitive=False)
 _KIND = click.Choice(list(KINDS), case_sensitive=False)
 _COLUMNS = ["id", "kind", "state", "status", "priority", "host", "attempts", "last error"]
+
+
+def _when(at_ms: int) -> str:
+    """``at_ms`` as a UTC time to the millisecond."""
+    return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _row(sector: Sector) -> list[object]:
@@ -118,8 +125,11 @@ def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
         console.print(
             table(
                 "history",
-                ["at (ms)", "actor", "event", "from", "to", "detail"],
-                [[h.at_ms, h.actor, h.event, h.from_state, h.to_state, h.detail] for h in history],
+                ["at (UTC)", "actor", "event", "from", "to", "detail"],
+                [
+                    [_when(h.at_ms), h.actor, h.event, h.from_state, h.to_state, h.detail]
+                    for h in history
+                ],
             )
         )
 
