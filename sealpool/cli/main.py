@@ -12,7 +12,7 @@ from sealpool import __version__
 from sealpool.cli import pool, sectors, server
 from sealpool.cli.context import CliContext
 from sealpool.cli.demo import demo
-from sealpool.cli.supervisor import deals_group, ratio, supervisor
+from sealpool.cli.supervisor import deals_group, exporter, ratio, supervisor
 from sealpool.cli.workers import profile_group, worker, workers
 from sealpool.errors import SealpoolError
 
@@ -61,6 +61,7 @@ cli.add_command(workers)
 cli.add_command(supervisor)
 cli.add_command(deals_group)
 cli.add_command(ratio)
+cli.add_command(exporter)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from sealpool.cli.context import CliContext, pass_context
 from sealpool.cli.render import emit, json_option, table
 from sealpool.config import Settings
 from sealpool.deals import DealBook
+from sealpool.exporter import PoolCollector
 from sealpool.supervisor import Supervisor
 from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
 from sealpool.worker_profiles.model import parse_size
@@ -142,3 +143,23 @@ def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
 def _farm_seconds(settings: Settings) -> dict[str, float]:
     """The profile's phase times as measured ones would be: in wall seconds."""
     return {phase: settings.wall_seconds(s) for phase, s in settings.phase_seconds.items()}
+
+
+@click.command("exporter")
+@click.option("--port", type=click.IntRange(1, 65535), default=9464, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@pass_context
+def exporter(ctx: CliContext, port: int, address: str) -> None:
+    """Serve the pool's Prometheus metrics until stopped."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(ctx.store))
+    start_http_server(port, addr=address, registry=registry)
+    click.echo(f"metrics of pool {ctx.settings.key_prefix} on http://{address}:{port}/metrics")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
