@@ -51,6 +51,7 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
     from sealpool.metrics import phase_runs
     from sealpool.runtime import runtime
     from sealpool.sealing_tasks import start
+    from sealpool.supervisor.ratio import DAY_S, phase_times, suggest
 
     pool = f"farm-{mode}-{uuid.uuid4().hex[:6]}"
     env = {
@@ -91,9 +92,9 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
     edge = slots_per_phase()["PreCommit1"]
     steady = (len(finished) - 2 * edge) / (finished[-edge] - finished[edge])
     overall = len(finished) / (finished[-1] - first_start)
-    seconds = {p: rt.settings.wall_seconds(s) for p, s in rt.settings.phase_seconds.items()}
-    capacity = {p: n / seconds[p] for p, n in slots_per_phase().items() if seconds.get(p)}
-    bound = min(capacity.values())
+    slots = slots_per_phase()
+    times = phase_times([], rt.settings.wall_phase_seconds)
+    bound = suggest(times, slots["PreCommit1"], slots).sectors_per_day / DAY_S
     span = finished[-1] - first_start
     busy = sum(r.seconds for r in runs if r.phase == "PreCommit1" and r.outcome == "complete")
     latency = {

@@ -200,6 +200,11 @@ class Settings(BaseSettings):
         """Wall-clock seconds that ``farm_seconds`` of farm time take at this time scale."""
         return farm_seconds / self.time_scale
 
+    @property
+    def wall_phase_seconds(self) -> dict[str, float]:
+        """``phase_seconds`` in wall seconds, comparable with measured phase times."""
+        return {phase: self.wall_seconds(s) for phase, s in self.phase_seconds.items()}
+
     @classmethod
     def settings_customise_sources(
         cls,

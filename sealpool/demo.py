@@ -2,7 +2,7 @@
 
 It starts a private embedded Redis (unless SEALPOOL_REDIS_URL is set), H simulated hosts of
 real ``celery worker`` processes, creates N sectors (a third of them deal sectors), seals
-them, and measures the run against the bottleneck bound (the slowest phase group's slots
+them, and measures the run against the bottleneck bound (the smallest of each phase's slots
 divided by its phase time). Everything it started is stopped and removed at the end, Ctrl-C
 included.
 """
@@ -15,7 +15,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from sealpool import server
 from sealpool.farm import DEMO_SLOTS, LocalFarm
 from sealpool.metrics import PhaseRun, phase_runs
 from sealpool.store import PIPELINE, TERMINAL, SectorState
+from sealpool.supervisor.ratio import DAY_S, phase_times, suggest
 
 DEMO_ENV = {"SEALPOOL_TICKET_CONFIDENCE": "10", "SEALPOOL_RETRY_BACKOFF_S": "5"}
 Progress = Callable[[dict[SectorState, int]], None]
@@ -54,22 +55,6 @@ def phase_done_counts(counts: dict[SectorState, dict[str, int]]) -> dict[SectorS
     for index, phase in enumerate(PIPELINE[1:-1], start=1):
         done[phase] = sum(in_state[later] for later in PIPELINE[index + 1 :])
     return done
-
-
-def bottleneck_bound(
-    slots: Mapping[SectorState, int], hosts: int, phase_s: Mapping[str, float], time_scale: float
-) -> tuple[float, str]:
-    """Sectors per wall second the farm can't exceed, and the phase that sets it.
-
-    A phase with ``n`` slots on each of ``hosts`` hosts, taking ``t`` seconds a sector,
-    finishes at most ``n × hosts / t`` sectors a second (WaitSeed holds no slot).
-    """
-    best: tuple[float, str] = (float("inf"), "")
-    for phase, count in slots.items():
-        seconds = phase_s.get(phase.value, 0) / time_scale
-        if seconds > 0 and phase is not SectorState.WAIT_SEED:
-            best = min(best, (count * hosts / seconds, phase.value))
-    return best
 
 
 def run_demo(
@@ -132,9 +117,10 @@ def _seal(
     final = store.get_many(s.id for s in created)
     runs = [run for s in final for run in phase_runs(s.id, store.history(s.id))]
     sealed = sum(1 for s in final if s.state is SectorState.PROVING)
-    rate, bottleneck = bottleneck_bound(
-        farm.slots, len(farm.hosts), rt.settings.phase_seconds, time_scale
-    )
+    # The bound: the phase whose slots (on every host) finish the fewest sectors a second.
+    slots = {phase.value: count * len(farm.hosts) for phase, count in farm.slots.items()}
+    bound = suggest(phase_times([], rt.settings.wall_phase_seconds), slots["PreCommit1"], slots)
+    rate, bottleneck = bound.sectors_per_day / DAY_S, bound.bottleneck
     throughput = sealed / elapsed if elapsed else 0.0
     return DemoResult(
         sectors=count, hosts=len(farm.hosts), time_scale=time_scale, sectors_sealed=sealed,
@@ -167,4 +153,4 @@ def _temp_phases_on_one_host(runs: list[PhaseRun]) -> bool:
     return all(len(each) == 1 for each in hosts.values())
 
 
-__all__ = ["DEMO_SLOTS", "DemoResult", "bottleneck_bound", "phase_done_counts", "run_demo"]
+__all__ = ["DEMO_SLOTS", "DemoResult", "phase_done_counts", "run_demo"]

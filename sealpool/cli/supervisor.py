@@ -11,13 +11,12 @@ from rich.console import Console
 
 from sealpool.cli.context import CliContext, pass_context
 from sealpool.cli.render import emit, json_option, table
-from sealpool.config import Settings
 from sealpool.deals import DealBook
 from sealpool.exporter import PoolCollector
 from sealpool.supervisor import Supervisor
 from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
 from sealpool.worker_profiles.model import parse_size
-from sealpool.worker_profiles.slots import slot_reports
+from sealpool.worker_profiles.slots import live_slots, slot_reports
 
 
 @click.command("supervisor")
@@ -109,11 +108,8 @@ def deals_list(ctx: CliContext, as_json: bool) -> None:
 def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
     """Suggested slots per phase from measured phase times, the bottleneck, sectors/day."""
     settings = ctx.settings
-    current: dict[str, int] = {}
-    for slot in slot_reports(ctx.store.client, settings.key_prefix):
-        if slot.state != "lost":
-            current[slot.phase] = current.get(slot.phase, 0) + 1
-    times = phase_times(measured_runs(ctx.store), _farm_seconds(settings))
+    current = live_slots(slot_reports(ctx.store.client, settings.key_prefix))
+    times = phase_times(measured_runs(ctx.store), settings.wall_phase_seconds)
     result = suggest(times, pc1 or current.get("PreCommit1") or 1, current or None)
 
     def human(console: Console) -> None:
@@ -138,11 +134,6 @@ def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
         )
 
     emit(result, as_json, human)
-
-
-def _farm_seconds(settings: Settings) -> dict[str, float]:
-    """The profile's phase times as measured ones would be: in wall seconds."""
-    return {phase: settings.wall_seconds(s) for phase, s in settings.phase_seconds.items()}
 
 
 @click.command("exporter")

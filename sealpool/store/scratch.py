@@ -73,10 +73,8 @@ class ScratchLedger:
     def reservations(self, host: str) -> dict[str, tuple[str, int]]:
         """Sector id → (path, bytes) of every reservation on ``host``."""
         held = self.client.hgetall(self._key(host))
-        return {
-            sector: (value.rsplit("\t", 1)[0], int(value.rsplit("\t", 1)[1]))
-            for sector, value in held.items()
-        }
+        parts = {sector: value.rsplit("\t", 1) for sector, value in held.items()}
+        return {sector: (path, int(size)) for sector, (path, size) in parts.items()}
 
     def reserve(
         self,

@@ -35,7 +35,7 @@ from sealpool.sealing_tasks.steps import TICKET_PHASES, ticket_work_epochs
 from sealpool.store import WORK_PHASES, PhaseStatus, Sector, SectorState
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.supervisor.ratio import phase_times, suggest
-from sealpool.worker_profiles.slots import SlotReport, slot_reports
+from sealpool.worker_profiles.slots import SlotReport, live_slots, slot_reports
 
 log = logging.getLogger(__name__)
 S = SectorState
@@ -299,13 +299,10 @@ class Supervisor:
         a phase after PC1 is the bottleneck, no faster than that phase finishes sectors."""
         settings = self.rt.settings
         interval_s = settings.wall_seconds(settings.create_interval_s)
-        current: dict[str, int] = {}
-        for slot in slots:
-            if slot.state != "lost":
-                current[slot.phase] = current.get(slot.phase, 0) + 1
+        current = live_slots(slots)
         if current.get(S.PRE_COMMIT_1.value):
-            wall_s = {p: settings.wall_seconds(s) for p, s in settings.phase_seconds.items()}
-            ratio = suggest(phase_times([], wall_s), current[S.PRE_COMMIT_1.value], current)
+            times = phase_times([], settings.wall_phase_seconds)
+            ratio = suggest(times, current[S.PRE_COMMIT_1.value], current)
             downstream = ratio.bottleneck not in (S.ADD_PIECE.value, S.PRE_COMMIT_1.value)
             if downstream and ratio.sectors_per_day > 0:
                 interval_s = max(interval_s, 86400 / ratio.sectors_per_day)

@@ -190,6 +190,15 @@ class SlotReport:
     gpus: list[int] | None
 
 
+def live_slots(reports: Sequence[SlotReport]) -> dict[str, int]:
+    """How many slots of each phase are registered and not lost."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        if report.state != "lost":
+            counts[report.phase] = counts.get(report.phase, 0) + 1
+    return counts
+
+
 def slot_reports(client: redis.Redis, pool: str) -> list[SlotReport]:
     """Every registered slot: idle, busy or lost (no heartbeat), with its busy share."""
     keys = SlotKeys(pool)
