@@ -1,5 +1,5 @@
 """The naive Celery set-up farm_bench.py compares sealpool with: the same tasks, store and
-sim backend, but Celery's defaults — prefetch 4 per process, no per-host queues (temp
+sim backend, but Celery's defaults — the plain threads pool, prefetch 4 per process, no per-host queues (temp
 phases go to any host), no priorities. Run with SEALPOOL_HOST_BINDING=false."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ def naive_route(
 
 
 app.conf.update(
+    worker_pool="threads",
     task_routes=(naive_route,),
     worker_prefetch_multiplier=4,
     worker_disable_prefetch=False,

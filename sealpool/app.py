@@ -59,12 +59,11 @@ app.conf.update(
     task_acks_late=False,
     task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
+    worker_pool="sealpool.worker_pool:ThreadPool",
     worker_disable_prefetch=True,
     task_default_queue="sealpool.default",
     task_create_missing_queues=True,
     task_routes=(routing.route_task,),
-    task_send_sent_event=True,
-    worker_send_task_events=True,
     broker_connection_retry_on_startup=True,
     broker_transport_options={
         "priority_steps": list(PRIORITY_STEPS),

@@ -53,19 +53,21 @@ class Runtime:
             yield slot
 
     def reserve_scratch(self, sector_id: str, slot: Slot) -> Path:
-        """A temp directory for the sector on the path with the most headroom, reserved."""
+        """A temp directory for the sector on the path with the most headroom, reserved.
+
+        The first try counts every other reservation as not yet written (no disk walk); only
+        when that finds no room are the reserved sectors' temp directories measured.
+        """
         host = slot.host
-        written = {
-            sector: _bytes_under(Path(path) / sector)
-            for sector, (path, _size) in self.scratch.reservations(host).items()
-        }
         paths = []
         for root in slot.temp_dirs:
             root.mkdir(parents=True, exist_ok=True)
             capacity = (self.capacities or {}).get(str(root))
             paths.append(ScratchPath(str(root), psutil.disk_usage(str(root)).free, capacity))
         need = scratch_bytes(self.settings.backend, self.settings.sector_size)
-        chosen = self.scratch.reserve(host, sector_id, need, paths, written)
+        chosen = self.scratch.reserve(host, sector_id, need, paths) or self.scratch.reserve(
+            host, sector_id, need, paths, self._written(host)
+        )
         if chosen is None:
             raise PhaseError(
                 f"{sector_id}: no temp path on {host} has {format_bytes(need)} free for one more "
@@ -73,6 +75,13 @@ class Runtime:
                 retry=True,
             )
         return sector_dir(Path(chosen), sector_id)
+
+    def _written(self, host: str) -> dict[str, int]:
+        """Bytes already on disk for each sector holding a reservation on ``host``."""
+        return {
+            sector: _bytes_under(Path(path) / sector)
+            for sector, (path, _size) in self.scratch.reservations(host).items()
+        }
 
 
 def _bytes_under(path: Path) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 
 from sealpool.backends.base import SECTOR_BYTES
-from sealpool.backends.sim import SCRATCH_BYTES
+from sealpool.backends.sim import SCRATCH_BYTES, SEALED_BYTES
 from sealpool.errors import ConfigError
 from sealpool.store import parse_sector_id
 
@@ -20,6 +20,11 @@ def scratch_bytes(backend: str, sector_size: str) -> int:
     if backend == "sim":
         return SCRATCH_BYTES
     return PC1_SCRATCH_FACTOR * SECTOR_BYTES[sector_size]
+
+
+def sealed_bytes(backend: str, sector_size: str) -> int:
+    """Long-term storage one sealed sector takes: its size, or the sim backend's small files."""
+    return SEALED_BYTES if backend == "sim" else SECTOR_BYTES[sector_size]
 
 
 def format_bytes(size: int) -> str:

@@ -23,7 +23,7 @@ def worker(
     """A real Celery worker in a thread, consuming the shared and ``host`` queues."""
     with start_worker(
         app,
-        pool="threads",
+        pool=app.conf.worker_pool,
         concurrency=concurrency,
         perform_ping_check=False,
         queues=host_queues(pool, list(phases), host),

@@ -48,6 +48,7 @@ def test_claim_needs_the_right_phase_and_a_queued_status(store: SectorStore) -> 
     assert store.claim(sector.id, S.PRE_COMMIT_2, "w2") is None  # live lease held elsewhere
     running = store.get(sector.id)
     assert running.status is PhaseStatus.RUNNING and running.lease_token == lease.token
+    assert lease.sector == running  # the claim hands over the record it left
 
 
 def test_tokens_only_grow(store: SectorStore) -> None:
@@ -79,8 +80,8 @@ def test_stale_token_is_refused_after_the_lease_expires(store: SectorStore) -> N
         with pytest.raises(StaleToken):
             stale_call()
     assert store.get(sector.id).lease_owner == "live"
-    assert store.complete(live, {"temp_path": "/scratch/x"}) is S.PRE_COMMITTING
-    done = store.get(sector.id)
+    done = store.complete(live, {"temp_path": "/scratch/x"})
+    assert done == store.get(sector.id)
     assert done.state is S.PRE_COMMITTING and done.status is PhaseStatus.QUEUED
     assert done.temp_path == "/scratch/x" and done.lease_token is None
     assert store.expired_leases() == []

@@ -96,7 +96,7 @@ def test_history_is_complete_and_ordered(store: SectorStore) -> None:
     for phase in PIPELINE[1:-1]:
         lease = store.claim(sector.id, phase, f"worker-{phase}")
         assert lease is not None
-        reached = store.complete(lease, detail=f"done {phase}")
+        reached = store.complete(lease, detail=f"done {phase}").state
         expected += [("claim", phase.value, phase.value), ("complete", phase.value, reached.value)]
     history = store.history(sector.id)
     assert [(h.event, h.from_state, h.to_state) for h in history] == expected

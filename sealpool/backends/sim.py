@@ -23,6 +23,7 @@ FILE_BYTES = 4096
 HOST_MARKER = ".host"
 CACHE_FILES = ("p_aux", "t_aux", "tree-r-last.dat")
 SCRATCH_BYTES = (1 + LAYERS + 3 + 1) * FILE_BYTES  # unsealed, layers, cache files, sealed
+SEALED_BYTES = (1 + 3) * FILE_BYTES  # sealed file and the cache files kept with it
 READS_SCRATCH = frozenset({"PreCommit1", "PreCommit2", "Commit1", "Finalize"})
 
 

@@ -39,6 +39,7 @@ def dispatch(
         actor,
         "dispatch",
         f"queue={target['queue']} priority={target['priority']} host={host or '-'}{delay}",
+        state=sector.state,
     )
     app.send_task(routing.task_name(sector.state), kwargs=kwargs, countdown=countdown)
 

@@ -29,12 +29,12 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
             _send(runtime, sector, worker)
         return "handed back"
     bound = runtime.settings.host_binding and phase in TEMP_PHASES
-    lease = store.claim(sector_id, phase, worker, host=host if bound else None)
-    if lease is None:
+    claim = store.claim(sector_id, phase, worker, host=host if bound else None)
+    if claim is None:
         log.info("%s of %s not claimed by %s: taken, done or elsewhere", phase, sector_id, worker)
         return "skipped"
-    with LeaseKeeper(store, lease) as keeper, runtime.slot(sector_id, phase.value) as slot:
-        sector = store.get(sector_id)
+    sector = claim.sector
+    with LeaseKeeper(store, claim) as keeper, runtime.slot(sector_id, phase.value) as slot:
         context = PhaseContext(runtime, sector, phase, slot, keeper)
         try:
             updates = STEPS[phase](context)
@@ -47,12 +47,12 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
             return _failed(runtime, keeper.lease, sector, f"{type(exc).__name__}: {exc}", True)
         lease = keeper.lease
     try:
-        reached = store.complete(lease, updates, detail=f"on {host}")
+        done = store.complete(lease, updates, detail=f"on {host}")
     except StaleToken as exc:
         log.warning("%s", exc)
         return "lost"
-    if reached not in TERMINAL:
-        _send(runtime, store.get(sector_id), worker)
+    if done.state not in TERMINAL:
+        _send(runtime, done, worker)
     return "done"
 
 

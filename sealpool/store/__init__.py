@@ -1,7 +1,7 @@
 """Redis-backed sector pool: the record, the state machine and the only writer of state."""
 
 from sealpool.store.model import Randomness, Sector, SectorKind, parse_sector_id
-from sealpool.store.pool import KINDS, HistoryEntry, Lease, SectorStore
+from sealpool.store.pool import KINDS, Claim, HistoryEntry, Lease, SectorStore
 from sealpool.store.states import (
     PIPELINE,
     TERMINAL,
@@ -17,6 +17,7 @@ __all__ = [
     "PIPELINE",
     "TERMINAL",
     "WORK_PHASES",
+    "Claim",
     "HistoryEntry",
     "Lease",
     "PhaseStatus",

@@ -55,6 +55,13 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Claim(Lease):
+    """A lease just won, with the sector record as the claim left it (the phase's input)."""
+
+    sector: Sector
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One recorded event in a sector's life."""
 
@@ -238,17 +245,30 @@ class SectorStore:
             for _id, f in self.client.xrange(self._history_key(sector_id))
         ]
 
-    def note(self, sector_id: str, actor: str, event: str, detail: str) -> None:
-        """Append an event that changes no state (a dispatch, a warning) to the history."""
-        state = self.client.hget(self._sector_key(sector_id), "state") or ""
+    def note(
+        self,
+        sector_id: str,
+        actor: str,
+        event: str,
+        detail: str,
+        state: SectorState | None = None,
+    ) -> None:
+        """Append an event that changes no state (a dispatch, a warning) to the history.
+
+        ``state`` is the sector's state where the caller knows it (else it is read).
+        """
+        if state is None:
+            known = self.client.hget(self._sector_key(sector_id), "state") or ""
+        else:
+            known = state.value
         self.client.xadd(
             self._history_key(sector_id),
             {
                 "at": int(time.time() * 1000),
                 "actor": actor,
                 "event": event,
-                "from": state,
-                "to": state,
+                "from": known,
+                "to": known,
                 "detail": detail,
             },
         )
@@ -271,7 +291,7 @@ class SectorStore:
         worker: str,
         lease_s: float | None = None,
         host: str | None = None,
-    ) -> Lease | None:
+    ) -> Claim | None:
         """Take the lease on ``phase`` of the sector, or None when it can't be had.
 
         It can be had when the sector is in ``phase`` and the phase is queued, or running
@@ -280,7 +300,7 @@ class SectorStore:
         host, and a sector bound to another host is refused.
         """
         lease_ms = int(1000 * (lease_s or self.lease_s))
-        token, expires = self._claim(
+        token, expires, *record = self._claim(
             keys=[
                 self._sector_key(sector_id),
                 f"{self.prefix}:fence",
@@ -291,7 +311,7 @@ class SectorStore:
         )
         if not token:
             return None
-        return Lease(sector_id, phase, worker, int(token), int(expires))
+        return Claim(sector_id, phase, worker, int(token), int(expires), _sector(record[0]))
 
     def renew(
         self,
@@ -314,19 +334,18 @@ class SectorStore:
 
     def complete(
         self, lease: Lease, updates: Mapping[str, Any] | None = None, detail: str = ""
-    ) -> SectorState:
-        """Finish the leased phase: the sector moves on to the next state, queued there."""
-        target = next_state(lease.phase)
-        self._apply_move(
+    ) -> Sector:
+        """Finish the leased phase: the sector moves on to the next state, queued there.
+        Returns the record as the move left it."""
+        return self._apply_move(
             lease.sector_id,
-            target,
+            next_state(lease.phase),
             actor=lease.worker,
             event="complete",
             detail=detail,
             updates=updates,
             lease=lease,
         )
-        return target
 
     def fail(self, lease: Lease, error: str, *, retry: bool) -> SectorState:
         """Record a failed attempt: requeue the phase when ``retry``, else move to Failed."""
@@ -374,7 +393,7 @@ class SectorStore:
         version (the caller decided on a record it read), else ChangedMeanwhile.
         """
         condition = "" if expected_version is None else f"={expected_version}"
-        self._apply_move(
+        return self._apply_move(
             sector_id,
             target,
             actor=actor,
@@ -383,7 +402,6 @@ class SectorStore:
             updates=updates,
             condition=condition,
         )
-        return self.get(sector_id)
 
     def take_over(
         self,
@@ -453,10 +471,10 @@ class SectorStore:
         lease: Lease | None = None,
         sources: Iterable[SectorState] | None = None,
         condition: str = "",
-    ) -> int:
+    ) -> Sector:
         allowed = allowed_sources(target) if sources is None else frozenset(sources)
         status = status_on_entry(target)
-        version, reason, *current = self._move(
+        moved, reason, current = self._move(
             keys=[
                 self._sector_key(sector_id),
                 self._history_key(sector_id),
@@ -478,22 +496,27 @@ class SectorStore:
                 *_pairs(encode_fields(dict(updates or {}))),
             ],
         )
-        if version:
-            return int(version)
+        if moved:
+            return _sector(current)
         if reason == "no such sector":
             raise SectorNotFound(f"no sector {sector_id!r} in pool {self.prefix!r}")
         if reason == "stale token":
             raise StaleToken(
                 f"{sector_id}: token {lease.token if lease else ''} no longer "
-                f"holds {lease.phase if lease else ''} (sector is in {current[0]})"
+                f"holds {lease.phase if lease else ''} (sector is in {current})"
             )
         if reason == "changed meanwhile":
             raise ChangedMeanwhile(f"{sector_id}: changed since it was read; not moved")
-        raise IllegalTransition(f"{sector_id}: illegal transition {current[0]} → {target}")
+        raise IllegalTransition(f"{sector_id}: illegal transition {current} → {target}")
+
+
+def _sector(flat: list[str]) -> Sector:
+    """The record from a script's HGETALL reply (a flat field, value list)."""
+    return Sector.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
 
 
-__all__ = ["KINDS", "HistoryEntry", "Lease", "PhaseStatus", "SectorStore"]
+__all__ = ["KINDS", "Claim", "HistoryEntry", "Lease", "PhaseStatus", "SectorStore"]

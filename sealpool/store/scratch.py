@@ -82,13 +82,17 @@ class ScratchLedger:
         sector_id: str,
         need: int,
         paths: Sequence[ScratchPath],
-        written: Mapping[str, int],
+        written: Mapping[str, int] | None = None,
     ) -> str | None:
-        """Reserve ``need`` bytes for the sector; the chosen path, or None if none has room."""
+        """Reserve ``need`` bytes for the sector; the chosen path, or None if none has room.
+
+        ``written`` (sector id → bytes on disk) lowers what reserved sectors have yet to
+        write; without it every reservation counts in full.
+        """
         args: list[object] = [sector_id, need, len(paths)]
         for each in paths:
             args += [each.path, each.free, -1 if each.capacity is None else each.capacity]
-        for sector, size in written.items():
+        for sector, size in (written or {}).items():
             args += [sector, size]
         return self._reserve(keys=[self._key(host)], args=args) or None
 

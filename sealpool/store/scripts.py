@@ -65,7 +65,8 @@ return {id, 1}
 # sector to that host, and is refused on any other host than the bound one.
 # KEYS[1] sector hash, KEYS[2] fencing counter, KEYS[3] lease index, KEYS[4] history
 # ARGV[1] phase, ARGV[2] worker, ARGV[3] lease length (ms), ARGV[4] host ("" = any)
-# Returns {token, lease expiry (ms)} on success, {0, reason} when the phase can't be claimed.
+# Returns {token, lease expiry (ms), the record's field-value list} on success, {0, reason}
+# when the phase can't be claimed.
 CLAIM = (
     _HELPERS
     + """
@@ -96,7 +97,7 @@ local on_host = ''
 if ARGV[4] ~= '' then on_host = ' on ' .. ARGV[4] end
 record(KEYS[4], ARGV[2], 'claim', ARGV[1], ARGV[1], 'token ' .. token .. on_host .. taken_over,
        now)
-return {token, expires}
+return {token, expires, redis.call('HGETALL', KEYS[1])}
 """
 )
 
@@ -126,7 +127,7 @@ return expires
 # ARGV[10] detail, ARGV[11] a condition: "" none, "expired" the token's lease must have
 # expired (taking over from a dead worker), "=N" the sector must be at version N (a
 # decision taken on a record read earlier), ARGV[12..] field pairs to set ("" deletes)
-# Returns {new version, ""}, or {0, reason, current state} when refused.
+# Returns {1, "", the record's field-value list}, or {0, reason, current state} when refused.
 MOVE = (
     _HELPERS
     + """
@@ -166,7 +167,8 @@ else
   redis.call('ZADD', KEYS[4], deadline, f[1])
 end
 record(KEYS[2], ARGV[8], ARGV[9], state, ARGV[4], ARGV[10], now)
-return {redis.call('HINCRBY', KEYS[1], 'version', 1), ''}
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return {1, '', redis.call('HGETALL', KEYS[1])}
 """
 )
 

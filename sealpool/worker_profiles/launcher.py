@@ -45,7 +45,7 @@ def worker_argv(
     """The ``celery worker`` command line of one phase of a profile."""
     argv = [
         sys.executable, "-m", "celery", "-A", app_module, "worker",
-        "--pool", "threads", "--concurrency", str(len(plan.slots_for(phase.value))),
+        "--concurrency", str(len(plan.slots_for(phase.value))),
         "--queues", ",".join(host_queues(pool, [phase], profile.host)),
         "--hostname", node_name(phase, profile.host),
         "--without-gossip", "--without-mingle", "--loglevel", loglevel,

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from sealpool.backends import SECTOR_BYTES
 from sealpool.routing import QUEUE_NAMES
-from sealpool.storage import format_bytes, scratch_bytes
+from sealpool.storage import format_bytes, scratch_bytes, sealed_bytes
 from sealpool.worker_profiles.machine import Machine
 from sealpool.worker_profiles.model import PhaseSlots, Profile
 
@@ -152,7 +151,7 @@ class _Resolver:
     def storage(self) -> None:
         needs = {
             "temp": scratch_bytes(self.profile.backend, self.profile.sector_size),
-            "sealed": SECTOR_BYTES[self.profile.sector_size],
+            "sealed": sealed_bytes(self.profile.backend, self.profile.sector_size),
         }
         for role in ("temp", "sealed"):
             for index, entry in enumerate(getattr(self.profile.storage, role)):

@@ -125,7 +125,9 @@ class SlotPool:
             lock.acquire(blocking=True)
         self._held_locks[index] = locks
         self._busy[index] = (sector_id, _now_ms())
-        self._write(index)
+        pipe = self.client.pipeline(transaction=False)
+        self._write(pipe, index)
+        pipe.execute()
         original = os.sched_getaffinity(0)
         if plan.cores:
             os.sched_setaffinity(0, plan.cores)
@@ -141,12 +143,15 @@ class SlotPool:
             _sector, since = self._busy.pop(index)
             busy_key = self.keys.busy(self._id(index))
             now = _now_ms()
-            self.client.zadd(busy_key, {f"{since}-{now}": now})
-            self.client.zremrangebyscore(busy_key, "-inf", now - HOUR_MS)
-            self._write(index)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(busy_key, {f"{since}-{now}": now})
+            pipe.zremrangebyscore(busy_key, "-inf", now - HOUR_MS)
+            self._write(pipe, index)
+            pipe.execute()
             self._free.put(index)
 
-    def _write(self, index: int) -> None:
+    def _write(self, pipe: redis.client.Pipeline, index: int) -> None:
+        """Queue the saving of the slot's state on ``pipe``."""
         sector, since = self._busy.get(index, ("", 0))
         state = {
             "state": "busy" if sector else "idle",
@@ -155,14 +160,14 @@ class SlotPool:
             "phase": self.plans[index].phase,
         }
         key = self.keys.state(self._id(index))
-        pipe = self.client.pipeline()
         pipe.hset(key, mapping=state)
         pipe.expire(key, self.ttl_s)
-        pipe.execute()
 
     def _beat(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
         for index in range(len(self.plans)):
-            self._write(index)
+            self._write(pipe, index)
+        pipe.execute()
         for locks in list(self._held_locks.values()):
             for lock in locks:
                 lock.reacquire()
