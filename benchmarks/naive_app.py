@@ -1,6 +1,7 @@
 """The naive Celery set-up farm_bench.py compares sealpool with: the same tasks, store and
-sim backend, but Celery's defaults — the plain threads pool, prefetch 4 per process, no per-host queues (temp
-phases go to any host), no priorities. Run with SEALPOOL_HOST_BINDING=false."""
+sim backend, but Celery's defaults — the plain threads pool, prefetch 4 per process, no
+per-host queues (temp phases go to any host), no priorities. Run with
+SEALPOOL_HOST_BINDING=false."""
 
 from __future__ import annotations
 

@@ -41,7 +41,13 @@ def dispatch(
         f"queue={target['queue']} priority={target['priority']} host={host or '-'}{delay}",
         state=sector.state,
     )
-    app.send_task(routing.task_name(sector.state), kwargs=kwargs, countdown=countdown)
+    app.send_task(
+        routing.task_name(sector.state),
+        kwargs=kwargs,
+        countdown=countdown,
+        argsrepr="()",
+        kwargsrepr=f"{{'sector_id': {sector.id!r}}}",  # what logs and Flower show
+    )
 
 
 def messages_waiting(client: redis.Redis, queue: str) -> int:
