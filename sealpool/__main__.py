@@ -1,0 +1,5 @@
+"""``python -m sealpool``: the same as the ``sealpool`` command."""
+
+from sealpool.cli.main import main
+
+main()
