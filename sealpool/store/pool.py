@@ -337,7 +337,7 @@ class SectorStore:
     ) -> Sector:
         """Finish the leased phase: the sector moves on to the next state, queued there.
         Returns the record as the move left it."""
-        return self._apply_move(
+        moved = self._apply_move(
             lease.sector_id,
             next_state(lease.phase),
             actor=lease.worker,
@@ -345,7 +345,9 @@ class SectorStore:
             detail=detail,
             updates=updates,
             lease=lease,
+            record=True,
         )
+        return _sector(moved)
 
     def fail(self, lease: Lease, error: str, *, retry: bool) -> SectorState:
         """Record a failed attempt: requeue the phase when ``retry``, else move to Failed."""
@@ -393,7 +395,7 @@ class SectorStore:
         version (the caller decided on a record it read), else ChangedMeanwhile.
         """
         condition = "" if expected_version is None else f"={expected_version}"
-        return self._apply_move(
+        moved = self._apply_move(
             sector_id,
             target,
             actor=actor,
@@ -401,7 +403,9 @@ class SectorStore:
             detail=detail,
             updates=updates,
             condition=condition,
+            record=True,
         )
+        return _sector(moved)
 
     def take_over(
         self,
@@ -471,7 +475,9 @@ class SectorStore:
         lease: Lease | None = None,
         sources: Iterable[SectorState] | None = None,
         condition: str = "",
-    ) -> Sector:
+        record: bool = False,
+    ) -> list[str]:
+        """Run MOVE; the record's flat field-value list after it when ``record``, else []."""
         allowed = allowed_sources(target) if sources is None else frozenset(sources)
         status = status_on_entry(target)
         moved, reason, current = self._move(
@@ -493,11 +499,12 @@ class SectorStore:
                 event,
                 detail,
                 condition,
+                "1" if record else "0",
                 *_pairs(encode_fields(dict(updates or {}))),
             ],
         )
         if moved:
-            return _sector(current)
+            return current
         if reason == "no such sector":
             raise SectorNotFound(f"no sector {sector_id!r} in pool {self.prefix!r}")
         if reason == "stale token":

@@ -126,8 +126,10 @@ return expires
 # comma-separated, ARGV[7] 1 when the target is terminal, ARGV[8] actor, ARGV[9] event,
 # ARGV[10] detail, ARGV[11] a condition: "" none, "expired" the token's lease must have
 # expired (taking over from a dead worker), "=N" the sector must be at version N (a
-# decision taken on a record read earlier), ARGV[12..] field pairs to set ("" deletes)
-# Returns {1, "", the record's field-value list}, or {0, reason, current state} when refused.
+# decision taken on a record read earlier), ARGV[12] "1" to have the record returned,
+# ARGV[13..] field pairs to set ("" deletes)
+# Returns {1, "", the record's field-value list (empty unless asked for)}, or {0, reason,
+# current state} when refused.
 MOVE = (
     _HELPERS
     + """
@@ -151,7 +153,7 @@ end
 redis.call('ZREM', index_key(ARGV[1], state, f[5]), f[1])
 redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_token', 'lease_expires_ms')
 redis.call('ZREM', KEYS[3], f[1])
-apply_patch(KEYS[1], 12)
+apply_patch(KEYS[1], 13)
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'updated_ms', now)
 if ARGV[5] == '' then
   redis.call('HDEL', KEYS[1], 'status')
@@ -168,7 +170,8 @@ else
 end
 record(KEYS[2], ARGV[8], ARGV[9], state, ARGV[4], ARGV[10], now)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-return {1, '', redis.call('HGETALL', KEYS[1])}
+if ARGV[12] == '1' then return {1, '', redis.call('HGETALL', KEYS[1])} end
+return {1, '', {}}
 """
 )
 
