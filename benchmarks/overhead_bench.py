@@ -7,7 +7,10 @@ time scale 1000 (the seed wait, 4.7 s, holds no slot). The sim backend's small f
 disk's. Prints store transitions per second (claims, completions, starts) of a burst of
 sectors, the CPU time each kind of process spent per transition meanwhile, and the dispatch
 latency — from the dispatch of a phase to its claim by an idle worker, measured on sectors
-sent one at a time — p50 and p99.
+sent one at a time — p50 and p99. Then Celery's floor on the same machine: no-op tasks with
+sealpool's settings, one worker process of 4 threads, sent by this process; each phase task
+carries two transitions (claim, complete), so twice that rate is what sealpool would reach if
+its own work cost nothing.
 
 Run: ``python3 benchmarks/overhead_bench.py [--sectors 300] [--root DIR] [--json]``.
 """
@@ -17,13 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import psutil
+import redis
 
+from sealpool.sealing_tasks.dispatch import messages_waiting
 from sealpool.store import TERMINAL, WORK_PHASES, SectorState
 
 from _server import benchmark_redis, print_figures
@@ -31,6 +38,7 @@ from _server import benchmark_redis, print_figures
 S = SectorState
 ZERO = {phase.value: 0.0 for phase in WORK_PHASES}
 ALONE = 5  # sectors sent through one at a time, for the dispatch latency of an idle farm
+HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
 
 
@@ -103,6 +111,44 @@ def run(sectors: int, root: Path | None) -> dict[str, float]:
     }
 
 
+def celery_floor(messages: int, concurrency: int = 4) -> dict[str, float]:
+    """Celery alone on this machine with sealpool's settings: one worker process
+    (``concurrency`` threads) runs no-op tasks while this process sends them."""
+    from noop_app import NOOP, app
+
+    queue = f"floor-{uuid.uuid4().hex[:6]}"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "noop_app", "worker", "--queues", queue,
+        "--concurrency", str(concurrency), "--hostname", f"{queue}@bench",
+        "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path[1:]])}
+    worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not app.control.ping(destination=[f"{queue}@bench"], timeout=0.5):
+            pass
+        meter = psutil.Process(worker.pid)
+        cpu_before, own_before = _cpu_s([meter]), _cpu_s([psutil.Process()])
+        began = time.perf_counter()
+        for number in range(messages):
+            app.send_task(NOOP, kwargs={"sector_id": f"f01000-{number}"}, queue=queue)
+        broker = redis.Redis.from_url(app.conf.broker_url)
+        while messages_waiting(broker, queue):
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - began
+        return {
+            "floor_tasks_per_s": messages / elapsed,
+            "floor_as_transitions_per_s": 2 * messages / elapsed,  # a phase task is 2
+            "floor_cpu_ms_per_task_worker": 1000 * (_cpu_s([meter]) - cpu_before) / messages,
+            "floor_cpu_ms_per_task_sender": 1000
+            * (_cpu_s([psutil.Process()]) - own_before)
+            / messages,
+        }
+    finally:
+        worker.terminate()
+        worker.wait()
+
+
 def _cpu_s(processes: list[psutil.Process]) -> float:
     """User and system CPU seconds the processes have used so far."""
     return sum(sum(p.cpu_times()[:2]) for p in processes)
@@ -112,11 +158,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sectors", type=int, default=300)
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the files go")
+    parser.add_argument("--floor-messages", type=int, default=3000)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     with benchmark_redis() as url:
         os.environ["SEALPOOL_REDIS_URL"] = url
         figures = run(options.sectors, options.root)
+        figures |= celery_floor(options.floor_messages)
     if options.json:
         print(json.dumps(figures, indent=2))
         return

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(
         default=5.0, gt=0, description="Seconds between slot heartbeats; 3 missed = lost."
     )
+    log_each_task: bool = Field(
+        default=False,
+        description="Keep Celery's two INFO lines per task ('received', 'succeeded') in worker "
+        "logs; off, as the sector history records every phase already.",
+    )
     worker_phase: str | None = Field(
         default=None,
         description="The one phase a Celery process of `sealpool worker` runs (set by it).",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from sealpool.errors import PhaseError, StaleToken
+from sealpool.errors import ChainError, PhaseError, StaleToken
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
 from sealpool.sealing_tasks.dispatch import dispatch
 from sealpool.sealing_tasks.lease_keeper import SHUTDOWN, LeaseKeeper
-from sealpool.sealing_tasks.steps import STEPS, PhaseContext
+from sealpool.sealing_tasks.steps import STEPS, PhaseContext, seed_wait_s
 from sealpool.store import TERMINAL, Lease, PhaseStatus, Sector, SectorState
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,19 @@ def run_phase(runtime: Runtime, phase: SectorState, sector_id: str, worker: str,
         log.warning("%s", exc)
         return "lost"
     if done.state not in TERMINAL:
-        _send(runtime, done, worker)
+        _send(runtime, done, worker, countdown=_arrival_delay(runtime, done))
     return "done"
+
+
+def _arrival_delay(runtime: Runtime, sector: Sector) -> float | None:
+    """WaitSeed is sent to arrive when the seed is ready (at once if the chain can't say);
+    every other phase at once."""
+    if sector.state is not SectorState.WAIT_SEED:
+        return None
+    try:
+        return seed_wait_s(runtime, sector) or None
+    except ChainError:
+        return None
 
 
 def _send(runtime: Runtime, sector: Sector, actor: str, countdown: float | None = None) -> None:

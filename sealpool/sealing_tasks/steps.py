@@ -25,6 +25,7 @@ S = SectorState
 MAX_PROVE_COMMIT_EPOCHS = 30 * 2880 + 150
 TICKET_PHASES = (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)  # a ticket must outlast
 MIN_POLL_S = 0.02  # however fast the clock, never spin on the chain
+SEED_POLL_MAX_S = 600.0  # a seed wait is re-checked at least this often (wall seconds)
 
 
 @dataclass
@@ -158,6 +159,14 @@ def send_and_wait(ctx: PhaseContext, kind: MessageKind, params: str) -> tuple[st
 def seed_ready_epoch(runtime: Runtime, sector: Sector) -> int:
     """The epoch from which the sector's seed may be used (seed epoch + confidence)."""
     return sector.outputs["PreCommitting"]["seed_epoch"] + runtime.settings.seed_confidence
+
+
+def seed_wait_s(runtime: Runtime, sector: Sector) -> float:
+    """Wall seconds until the sector's seed may be used (0 once it may), at most
+    ``SEED_POLL_MAX_S``: a WaitSeed message sent with this delay finds its seed ready."""
+    epochs_left = seed_ready_epoch(runtime, sector) - runtime.chain.head()
+    wait_s = runtime.settings.wall_seconds(max(0, epochs_left) * EPOCH_SECONDS)
+    return min(wait_s, SEED_POLL_MAX_S)
 
 
 def wait_seed(ctx: PhaseContext) -> dict[str, Any]:

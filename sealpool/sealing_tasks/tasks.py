@@ -8,25 +8,31 @@ The worker's host is the ``host`` setting of its process (``SEALPOOL_HOST``), wh
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    after_setup_logger,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from sealpool import routing
 from sealpool.app import app
-from sealpool.config import EPOCH_SECONDS, load_settings
+from sealpool.config import load_settings
 from sealpool.runtime import Runtime, runtime
 from sealpool.sealing_tasks.dispatch import dispatch
 from sealpool.sealing_tasks.lease_keeper import SHUTDOWN
 from sealpool.sealing_tasks.runner import run_phase
-from sealpool.sealing_tasks.steps import seed_ready_epoch
+from sealpool.sealing_tasks.steps import seed_wait_s
 from sealpool.store import PhaseStatus, SectorState
 from sealpool.worker_profiles.slots import SlotPool
 
-SEED_POLL_MAX_S = 600.0
+TASK_LINE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")  # received, succeeded
 
 
 def run_here(rt: Runtime, phase: SectorState, sector_id: str) -> str:
@@ -58,10 +64,9 @@ def wait_seed(pool: str, sector_id: str, **_route: Any) -> str:
     sector = rt.store.get(sector_id)
     if sector.state is not SectorState.WAIT_SEED or sector.status is not PhaseStatus.QUEUED:
         return "skipped"
-    epochs_left = seed_ready_epoch(rt, sector) - rt.chain.head()
-    if epochs_left > 0:
-        wait_s = rt.settings.wall_seconds(epochs_left * EPOCH_SECONDS)
-        dispatch(rt.store, sector, actor="waitseed", countdown=min(wait_s, SEED_POLL_MAX_S))
+    wait_s = seed_wait_s(rt, sector)
+    if wait_s > 0:
+        dispatch(rt.store, sector, actor="waitseed", countdown=wait_s)
         return "waiting"
     return run_here(rt, SectorState.WAIT_SEED, sector_id)
 
@@ -78,6 +83,14 @@ def _register_slots(**_: Any) -> None:
     slots = _own_slots()
     if slots is not None:
         slots.register()
+
+
+@after_setup_logger.connect
+def _quiet_task_lines(**_: Any) -> None:
+    """Leave Celery's per-task INFO lines out of the worker log unless ``log_each_task``."""
+    if not load_settings().log_each_task:
+        for name in TASK_LINE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_shutting_down.connect
