@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,8 +29,14 @@ def benchmark_redis() -> Iterator[str]:
             server.stop(Path(data_dir))
 
 
-def print_figures(title: str, figures: dict[str, float], goals: dict[str, str]) -> None:
-    """A table of a benchmark's figures beside their goals."""
+def print_figures(
+    title: str, figures: dict[str, float], goals: dict[str, str], as_json: bool = False
+) -> None:
+    """A table of a benchmark's figures beside their goals (the figures as JSON with
+    ``as_json``)."""
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
     table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")

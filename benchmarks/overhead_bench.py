@@ -165,13 +165,11 @@ def main() -> None:
         os.environ["SEALPOOL_REDIS_URL"] = url
         figures = run(options.sectors, options.root)
         figures |= celery_floor(options.floor_messages)
-    if options.json:
-        print(json.dumps(figures, indent=2))
-        return
     print_figures(
         "sealpool overhead (zero-duration phases)",
         figures,
         {"transitions_per_s": "≥ 1000", "dispatch_latency_p50_ms": "≤ 5"},
+        options.json,
     )
 
 

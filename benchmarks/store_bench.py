@@ -7,7 +7,6 @@ SEALPOOL_REDIS_URL when set, else a private embedded server (AOF on, everysec fs
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import statistics
 import time
@@ -15,6 +14,7 @@ import uuid
 
 import redis
 from click.testing import CliRunner
+from rich.console import Console
 from rich.progress import track
 
 from sealpool.cli import cli
@@ -23,6 +23,7 @@ from sealpool.store import PIPELINE, SectorState, SectorStore
 from _server import benchmark_redis, print_figures
 
 WORK_PHASES = PIPELINE[1:-1]
+PROGRESS = Console(stderr=True)  # progress bars stay off stdout (and its --json)
 
 
 def walk_sectors(url: str, prefix: str, count: int) -> tuple[int, float]:
@@ -116,10 +117,10 @@ def main() -> None:
         store = SectorStore(client, prefix=prefix)
         memory_before = client.info("memory")["used_memory"]
         batch = 5000
-        for _ in track(range(options.sectors // batch), description="filling the pool"):
+        for _ in track(range(options.sectors // batch), "filling the pool", console=PROGRESS):
             store.create_many("f01000", "cc", batch)
         to_move = store.ids_in_state(SectorState.PENDING, limit=options.sectors // 10)
-        for sector_id in track(to_move, description="moving 10% to PreCommit1"):
+        for sector_id in track(to_move, "moving 10% to PreCommit1", console=PROGRESS):
             store.move(sector_id, SectorState.ADD_PIECE, actor="bench")
             store.move(sector_id, SectorState.PRE_COMMIT_1, actor="bench")
         figures["bytes_per_sector"] = (
@@ -140,9 +141,6 @@ def main() -> None:
         scan, tick = supervisor_tick_seconds(url, prefix)
         figures["supervisor_tick_s"] = tick
         figures["supervisor_tick_with_lost_scan_s"] = scan
-    if options.json:
-        print(json.dumps(figures, indent=2))
-        return
     print_figures(
         "sealpool store benchmark",
         figures,
@@ -154,6 +152,7 @@ def main() -> None:
             "pool_stats_s": "≤ 0.05 s",
             "supervisor_tick_s": "≤ 0.05 s",
         },
+        options.json,
     )
 
 
