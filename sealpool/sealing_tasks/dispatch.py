@@ -36,10 +36,10 @@ def dispatch(
     delay = f" in {countdown:.3f}s" if countdown else ""
     store.note(
         sector.id,
+        sector.state,
         actor,
         "dispatch",
         f"queue={target['queue']} priority={target['priority']} host={host or '-'}{delay}",
-        state=sector.state,
     )
     app.send_task(
         routing.task_name(sector.state),

@@ -245,30 +245,17 @@ class SectorStore:
             for _id, f in self.client.xrange(self._history_key(sector_id))
         ]
 
-    def note(
-        self,
-        sector_id: str,
-        actor: str,
-        event: str,
-        detail: str,
-        state: SectorState | None = None,
-    ) -> None:
-        """Append an event that changes no state (a dispatch, a warning) to the history.
-
-        ``state`` is the sector's state where the caller knows it (else it is read).
-        """
-        if state is None:
-            known = self.client.hget(self._sector_key(sector_id), "state") or ""
-        else:
-            known = state.value
+    def note(self, sector_id: str, state: SectorState, actor: str, event: str, detail: str) -> None:
+        """Append an event that changes no state (a dispatch) to the history of a sector in
+        ``state``."""
         self.client.xadd(
             self._history_key(sector_id),
             {
                 "at": int(time.time() * 1000),
                 "actor": actor,
                 "event": event,
-                "from": known,
-                "to": known,
+                "from": state.value,
+                "to": state.value,
                 "detail": detail,
             },
         )
