@@ -14,6 +14,13 @@ from rich.table import Table
 
 from sealpool import server
 
+HERE = Path(__file__).resolve().parent
+
+
+def benchmark_pythonpath() -> str:
+    """PYTHONPATH for worker processes that import the benchmarks' own Celery app modules."""
+    return os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
+
 
 @contextmanager
 def benchmark_redis() -> Iterator[str]:

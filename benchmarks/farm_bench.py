@@ -25,10 +25,9 @@ from rich.table import Table
 
 from sealpool.store import SectorState, SectorStore
 
-from _server import benchmark_redis
+from _server import benchmark_pythonpath, benchmark_redis
 
 S = SectorState
-HERE = Path(__file__).parent
 PC1_HOST = {S.ADD_PIECE: 2, S.PRE_COMMIT_1: 4, S.PRE_COMMIT_2: 1, S.COMMIT_1: 1, S.FINALIZE: 1}
 GPU_HOST = {S.COMMIT_2: 2, S.PRE_COMMITTING: 2, S.WAIT_SEED: 2, S.COMMITTING: 2}
 HOSTS = {"pc1-a": PC1_HOST, "pc1-b": PC1_HOST, "gpu": GPU_HOST}
@@ -58,7 +57,7 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
         "SEALPOOL_TIME_SCALE": str(time_scale),
         "SEALPOOL_TICKET_CONFIDENCE": "10",
         "SEALPOOL_HOST_BINDING": "true" if mode == "sealpool" else "false",
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": benchmark_pythonpath(),
     }
     os.environ.update(SEALPOOL_KEY_PREFIX=pool, SEALPOOL_TIME_SCALE=str(time_scale))
     rt = runtime(pool)

@@ -33,12 +33,11 @@ import redis
 from sealpool.sealing_tasks.dispatch import messages_waiting
 from sealpool.store import TERMINAL, WORK_PHASES, SectorState
 
-from _server import benchmark_redis, print_figures
+from _server import benchmark_pythonpath, benchmark_redis, print_figures
 
 S = SectorState
 ZERO = {phase.value: 0.0 for phase in WORK_PHASES}
 ALONE = 5  # sectors sent through one at a time, for the dispatch latency of an idle farm
-HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
 
 
@@ -122,11 +121,12 @@ def celery_floor(messages: int, concurrency: int = 4) -> dict[str, float]:
         "--concurrency", str(concurrency), "--hostname", f"{queue}@bench",
         "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path[1:]])}
+    env = {**os.environ, "PYTHONPATH": benchmark_pythonpath()}
     worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not app.control.ping(destination=[f"{queue}@bench"], timeout=0.5):
-            pass
+            if worker.poll() is not None:
+                raise SystemExit(f"the floor's worker exited with {worker.returncode}")
         meter = psutil.Process(worker.pid)
         cpu_before, own_before = _cpu_s([meter]), _cpu_s([psutil.Process()])
         began = time.perf_counter()
