@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=["sealpool", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
+    waves = 2 * slots_per_phase()["PreCommit1"]
+    if options.sectors <= waves:  # steady state is measured between the first and last wave
+        parser.error(f"--sectors must be more than {waves} (two waves of PC1 slots)")
     if options.mode:  # a child run: one mode, figures as JSON
         print(json.dumps(run_mode(options.mode, options.sectors, options.time_scale)))
         return
