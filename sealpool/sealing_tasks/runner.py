@@ -81,10 +81,10 @@ def _hand_back(runtime: Runtime, lease: Lease) -> str:
     """The worker is stopping: release the phase and queue it again, to resume elsewhere or
     when this host is back."""
     try:
-        runtime.store.release(lease, "worker shutting down")
+        released = runtime.store.release(lease, "worker shutting down")
     except StaleToken:
         return "lost"
-    _send(runtime, runtime.store.get(lease.sector_id), lease.worker)
+    _send(runtime, released, lease.worker)
     return "handed back"
 
 

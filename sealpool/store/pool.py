@@ -351,9 +351,10 @@ class SectorStore:
         )
         return target
 
-    def release(self, lease: Lease, reason: str = "handed back") -> None:
-        """Give the phase back unfinished (worker shutting down): it is queued again."""
-        self._apply_move(
+    def release(self, lease: Lease, reason: str = "handed back") -> Sector:
+        """Give the phase back unfinished (worker shutting down): it is queued again.
+        Returns the record as the move left it."""
+        moved = self._apply_move(
             lease.sector_id,
             lease.phase,
             actor=lease.worker,
@@ -361,7 +362,9 @@ class SectorStore:
             detail=reason,
             lease=lease,
             sources=[lease.phase],
+            record=True,
         )
+        return _sector(moved)
 
     # -- unfenced moves (operator, supervisor) --------------------------------------------
 
@@ -402,14 +405,15 @@ class SectorStore:
         actor: str,
         detail: str,
         updates: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Move a sector whose running phase's lease expired (its worker died or hung).
+    ) -> Sector | None:
+        """Move a sector whose running phase's lease expired (its worker died or hung);
+        the record as the move left it.
 
-        Fenced by the expired lease's token and checked for expiry inside the script: False
+        Fenced by the expired lease's token and checked for expiry inside the script: None
         when the worker renewed meanwhile, or someone else took the sector over first.
         """
         if sector.lease_token is None or sector.status is not PhaseStatus.RUNNING:
-            return False
+            return None
         lease = Lease(
             sector.id,
             sector.state,
@@ -418,7 +422,7 @@ class SectorStore:
             sector.lease_expires_ms or 0,
         )
         try:
-            self._apply_move(
+            moved = self._apply_move(
                 sector.id,
                 target,
                 actor=actor,
@@ -428,10 +432,11 @@ class SectorStore:
                 lease=lease,
                 condition="expired",
                 sources=allowed_sources(target) | ({target} & {sector.state}),
+                record=True,
             )
         except StaleToken:
-            return False
-        return True
+            return None
+        return _sector(moved)
 
     def prioritize(self, sector_id: str, priority: int, actor: str, reason: str) -> bool:
         """Give the sector a new priority (0 = most urgent); False if it had it already."""

@@ -105,7 +105,7 @@ class Supervisor:
         for sector in self.store.get_many(self.store.expired_leases()):
             if sector.host in lost and sector.state in NEEDS_SCRATCH:
                 self._restart(sector, report)
-            elif self.store.take_over(
+            elif taken := self.store.take_over(
                 sector,
                 sector.state,
                 actor=self.name,
@@ -113,7 +113,7 @@ class Supervisor:
             ):
                 self.store.count("took_over")
                 report.took_over.append(sector.id)
-                dispatch(self.store, self.store.get(sector.id), actor=self.name)
+                dispatch(self.store, taken, actor=self.name)
         if lost:  # sectors waiting in the queues of a lost host will never be taken
             for state in NEEDS_SCRATCH:
                 for sector in self.store.get_many(self.store.ids_in_state(state)):
@@ -131,13 +131,14 @@ class Supervisor:
             "deadline_epoch": None,
         }
         why = f"host {sector.host} lost: restart from AddPiece"
+        moved: Sector | None
         if sector.status is PhaseStatus.RUNNING:
             moved = self.store.take_over(
                 sector, S.ADD_PIECE, actor=self.name, updates=fresh, detail=why
             )
         else:
             try:
-                self.store.move(
+                moved = self.store.move(
                     sector.id,
                     S.ADD_PIECE,
                     actor=self.name,
@@ -146,14 +147,13 @@ class Supervisor:
                     detail=why,
                     expected_version=sector.version,
                 )
-                moved = True
             except (ChangedMeanwhile, IllegalTransition):
-                moved = False
-        if moved:
+                moved = None
+        if moved is not None:
             self.rt.scratch.release(sector.host or "", sector.id)
             self.store.count("restarted")
             report.restarted.append(sector.id)
-            dispatch(self.store, self.store.get(sector.id), actor=self.name)
+            dispatch(self.store, moved, actor=self.name)
 
     def redispatch_lost(self, report: TickReport) -> None:
         """Send again the phase of a sector queued for a while with no message in its queue
