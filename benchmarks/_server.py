@@ -49,5 +49,12 @@ def print_figures(
     table.add_column("value", justify="right")
     table.add_column("goal")
     for name, value in figures.items():
-        table.add_row(name, f"{value:,.4f}" if value < 10 else f"{value:,.0f}", goals.get(name, ""))
+        shown = (
+            f"{value:,}"
+            if isinstance(value, int)
+            else f"{value:,.4f}"
+            if value < 10
+            else f"{value:,.0f}"
+        )
+        table.add_row(name, shown, goals.get(name, ""))
     Console().print(table)

@@ -3,7 +3,8 @@
 A time-scaled farm on real Celery worker processes: two PC1 hosts (4 PC1, 1 PC2 slot each)
 and a GPU host (2 C2 slots and the chain phases) — 8 PC1, 2 PC2, 2 C2 slots in all. The same
 burst of sectors runs through sealpool's set-up and through Celery's defaults (prefetch 4, no
-host queues, no priorities; benchmarks/naive_app.py), each in a process of its own.
+host queues, no priorities; benchmarks/naive_app.py), each in a process of its own. The naive
+farm's hosts share one temp directory (as over NFS), since its temp phases move between them.
 
 Run: ``python3 benchmarks/farm_bench.py [--sectors 48] [--time-scale 1000] [--json]``.
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sealpool.backends import SECTOR_BYTES
+from sealpool.deals import sector_per_deal
 from sealpool.store import SectorState, SectorStore
 
 from _server import benchmark_pythonpath, benchmark_redis
@@ -70,11 +73,17 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
             host_slots=HOSTS,
             env=env,
             app_module="sealpool.app" if mode == "sealpool" else "naive_app",
+            shared_temp=mode == "naive",  # its temp phases move between hosts
         )
         with farm:
             farm.wait_ready()
             created = store.create_many(rt.settings.miner, "cc", sectors - sectors // 3)
-            created += store.create_many(rt.settings.miner, "deal", sectors // 3, deal_ids=[1])
+            created += sector_per_deal(
+                store,
+                rt.settings.miner,
+                range(1, sectors // 3 + 1),
+                SECTOR_BYTES[rt.settings.sector_size] // 2,
+            )
             began = time.time()
             for sector in created:
                 start(store, sector.id, actor="bench")

@@ -11,11 +11,12 @@ Why these settings (see docs/architecture.md):
 * Priorities: ten Redis priority steps, served lowest number first across all the queues a
   worker consumes.
 
-The broker URL comes from sealpool's settings when the app is first configured (starting
-the embedded server when no ``redis_url`` is set), not at import. ``celery -A sealpool.app
-beat`` sends the supervisor tick (``sealpool.supervise``) to ``<pool>.supervisor`` every
-``tick_s``; run a worker with ``-Q <pool>.supervisor`` to execute it (or run
-``sealpool supervisor`` instead). Several beats or supervisors are safe: one leads.
+The broker URL comes from sealpool's settings when the app is first configured, not at
+import: ``redis_url``, else the embedded server running in ``data_dir`` (a Celery process
+never starts one). ``celery -A sealpool.app beat`` sends the supervisor tick
+(``sealpool.supervise``) to ``<pool>.supervisor`` every ``tick_s``; run a worker with
+``-Q <pool>.supervisor`` to execute it (or run ``sealpool supervisor`` instead). Several
+beats or supervisors are safe: one leads.
 """
 
 from __future__ import annotations

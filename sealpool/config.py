@@ -1,12 +1,16 @@
 """Settings for sealpool, from the environment (``SEALPOOL_*``) and a TOML file.
 
 The precedence is: explicit arguments, then ``SEALPOOL_*`` environment variables, then the
-TOML file named by ``--config`` or ``SEALPOOL_CONFIG``, then the defaults below.
+TOML file named by ``--config`` or ``SEALPOOL_CONFIG``, then the defaults below
+(:func:`setting_sources` tells which gave each setting). A worker profile comes before all of
+them, for the fields it names (see sealpool.worker_profiles.effective).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 from contextvars import ContextVar
 from pathlib import Path
@@ -16,12 +20,14 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from sealpool.errors import ConfigError
+from sealpool.secrets import shown_setting
 
 CONFIG_ENV = "SEALPOOL_CONFIG"
 EPOCH_SECONDS = 30.0
@@ -46,12 +52,15 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         default=None,
+        repr=False,
         description="URL of the Redis server holding the pool (redis:// or rediss://). "
-        "Unset: sealpool starts and reuses an embedded server in data_dir.",
+        "Unset: the embedded server in data_dir (one-shot commands start it; `sealpool "
+        "worker`, `supervisor` and `exporter` need it running).",
     )
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("sealpool")),
-        description="Directory of the embedded Redis server (AOF files, pid, port).",
+        description="Directory of the embedded Redis server: AOF files, pid, and server.json "
+        "(its address, port and password, kept for every later start).",
     )
     key_prefix: str = Field(
         default="sealpool",
@@ -92,6 +101,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="argv of the external processor (JSON request on stdin, result on stdout).",
     )
+    processor_env: list[str] = Field(
+        default_factory=list,
+        description="Names of variables of our environment passed on to the external "
+        "processor (e.g. FIL_PROOFS_PARAMETER_CACHE, RUST_LOG), beside PATH, HOME, LANG, "
+        "LC_ALL, TMPDIR, USER and the slot's env; nothing else passes (SEALPOOL_REDIS_URL "
+        "and the chain token never do unless named here).",
+    )
     processor_timeout_s: dict[str, float] = Field(
         default_factory=dict,
         description="Timeout of the external processor per phase (AddPiece, PreCommit1, …); "
@@ -105,12 +121,19 @@ class Settings(BaseSettings):
         description="Typical duration of each phase in farm seconds (32 GiB sector); the sim "
         "backend takes this long (divided by time_scale), the ticket check plans with it.",
     )
-    sector_size: Literal["2KiB", "8MiB", "512MiB", "32GiB", "64GiB"] = "32GiB"
+    sector_size: Literal["2KiB", "8MiB", "512MiB", "32GiB", "64GiB"] = Field(
+        default="32GiB",
+        description="Size of the sectors sealed; sizes the scratch each one reserves.",
+    )
     chain: Literal["sim", "rpc"] = Field(default="sim", description="Where epochs come from.")
     chain_rpc_url: str | None = Field(
-        default=None, description="Filecoin JSON-RPC endpoint (http://host:1234/rpc/v1)."
+        default=None,
+        repr=False,
+        description="Filecoin JSON-RPC endpoint (http://host:1234/rpc/v1).",
     )
-    chain_rpc_token: str | None = Field(default=None, description="JWT of the node's API.")
+    chain_rpc_token: str | None = Field(
+        default=None, repr=False, description="JWT of the node's API."
+    )
     sim_start_epoch: int = Field(default=100_000, ge=0, description="Sim chain's first epoch.")
     ticket_confidence: int = Field(
         default=900, ge=0, description="The ticket is taken this many epochs below the head."
@@ -158,8 +181,20 @@ class Settings(BaseSettings):
     lost_message_s: float = Field(
         default=60.0,
         gt=0,
-        description="Wall seconds a sector may sit queued with an empty "
-        "queue before the supervisor sends its phase again.",
+        description="Wall seconds after a phase message was due (sent, not claimed) before "
+        "the supervisor looks for it in the broker and, if it is nowhere, sends a new one.",
+    )
+    outbox_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Wall seconds a message may wait in the outbox (its sender crashed, or "
+        "the broker was away) before the supervisor sends it.",
+    )
+    host_lost_grace_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Wall seconds every phase process of a host must be silent before the "
+        "host counts as lost and its sectors' temp data as gone (curio waits 10 min).",
     )
     host_binding: bool = Field(
         default=True,
@@ -168,8 +203,9 @@ class Settings(BaseSettings):
     )
     profile: Path | None = Field(
         default=None,
-        description="Worker profile (TOML) of this machine; its host, backend, storage and "
-        "slots override the settings above. Set by `sealpool worker --profile`.",
+        description="Worker profile (TOML) of this machine; its host, storage and slots, and "
+        "the backend, processor and sector_size it names, override the settings above. Set by "
+        "`sealpool worker --profile`.",
     )
     heartbeat_s: float = Field(
         default=5.0, gt=0, description="Seconds between slot heartbeats; 3 missed = lost."
@@ -188,8 +224,16 @@ class Settings(BaseSettings):
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:
         if url and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"redis_url {url!r} must start with redis://, rediss:// or unix://")
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return url or None
+
+    @field_validator("processor_env")
+    @classmethod
+    def _variable_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
 
     @property
     def scratch_dirs(self) -> list[Path]:
@@ -238,10 +282,9 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         return Settings(**given)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        raise ConfigError(
-            f"{source}: {field}: {error['msg']} (got {error.get('input')!r})"
-        ) from None
+        loc = [str(part) for part in error["loc"]]
+        got = f" (got {shown_setting(loc[0], error.get('input'))})" if loc else ""
+        raise ConfigError(f"{source}: {'.'.join(loc) or 'settings'}: {error['msg']}{got}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
     finally:
@@ -251,3 +294,51 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
 def _env_config_file() -> Path | None:
     name = os.environ.get(CONFIG_ENV)
     return Path(name) if name else None
+
+
+def setting_sources(config_file: Path | None = None, **overrides: object) -> dict[str, str]:
+    """Where :func:`load_settings`, given the same arguments, takes each setting from:
+    ``option`` (an override), ``env`` (``SEALPOOL_*``), ``config file`` or ``default``."""
+    config_file = config_file or _env_config_file()
+    from_env = EnvSettingsSource(Settings)()
+    from_file = TomlConfigSettingsSource(Settings, toml_file=config_file)() if config_file else {}
+    sources = {}
+    for name in Settings.model_fields:
+        if overrides.get(name) is not None:
+            sources[name] = "option"
+        elif name in from_env:
+            sources[name] = "env"
+        elif name in from_file:
+            sources[name] = "config file"
+        else:
+            sources[name] = "default"
+    return sources
+
+
+# Defaults that depend on the machine, shown in words.
+_SHOWN_DEFAULTS = {
+    "data_dir": "`~/.local/share/sealpool`",
+    "host": "the hostname",
+    "phase_seconds": "typical 32 GiB times",
+}
+
+
+def settings_markdown() -> str:
+    """The settings table of docs/configuration.md: each field, its variable, default and
+    description (``python -m sealpool.config`` prints it)."""
+    rows = ["| setting (env `SEALPOOL_…`) | default | what it does |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = _SHOWN_DEFAULTS.get(name) or _shown(field.get_default(call_default_factory=True))
+        text = (field.description or "").replace("|", "\\|").replace("<", "\\<")
+        rows.append(f"| `{name}` (`SEALPOOL_{name.upper()}`) | {default} | {text} |")
+    return "\n".join(rows)
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
+    return f"`{json.dumps(value) if isinstance(value, (bool, list, dict)) else value}`"
+
+
+if __name__ == "__main__":
+    print(settings_markdown())

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+
+from sealpool.store import Sector, SectorStore
+from sealpool.store.keys import PoolKeys
 
 FR32_USABLE = 127 / 128  # unpadded bytes a sector holds per byte of sector size
 
@@ -25,8 +29,10 @@ class DealBook:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
-        self.records = f"{prefix}:deals"
-        self.waiting_key = f"{prefix}:deals:waiting"
+        keys = PoolKeys(prefix)
+        self.records = keys.deals
+        self.waiting_key = keys.deals_waiting
+        self.sectors_key = keys.deal_sectors
 
     def add(self, deal_id: int, piece_size: int) -> Deal:
         """Add a deal to wait for a sector; adding the same deal id again changes nothing."""
@@ -56,7 +62,28 @@ class DealBook:
             packed.append(deal)
         return packed
 
-    def assign(self, deals: list[Deal]) -> None:
-        """Take deals off the waiting list once their sector exists."""
-        if deals:
-            self.client.zrem(self.waiting_key, *(str(deal.deal_id) for deal in deals))
+    def sector_of(self, deal_id: int) -> str | None:
+        """The sector the deal went into (the store assigns it when it creates the sector)."""
+        return self.client.hget(self.sectors_key, str(deal_id))
+
+
+def sector_per_deal(
+    store: SectorStore,
+    miner: str,
+    deal_ids: Sequence[int],
+    piece_size: int,
+    *,
+    actor: str = "sealpool",
+    request_id: str | None = None,
+) -> list[Sector]:
+    """Add each deal to the book and create a deal sector holding it alone (the demo's and
+    the benchmarks' deal sectors); idempotent per ``request_id``."""
+    book = DealBook(store.client, store.prefix)
+    sectors = []
+    for deal_id in deal_ids:
+        book.add(deal_id, piece_size)
+        request = None if request_id is None else f"{request_id}:{deal_id}"
+        sectors.append(
+            store.create(miner, "deal", deal_ids=[deal_id], actor=actor, request_id=request)
+        )
+    return sectors

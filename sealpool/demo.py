@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealpool import server
+from sealpool.backends import SECTOR_BYTES
 from sealpool.farm import DEMO_SLOTS, LocalFarm
 from sealpool.metrics import PhaseRun, phase_runs
 from sealpool.store import PIPELINE, TERMINAL, SectorState
@@ -92,15 +93,17 @@ def run_demo(
 def _seal(
     farm: LocalFarm, count: int, time_scale: float, progress: Progress | None, timeout_s: float
 ) -> DemoResult:
+    from sealpool.deals import sector_per_deal
     from sealpool.runtime import runtime
     from sealpool.sealing_tasks import start
 
     rt = runtime(farm.pool)
     store = rt.store
     deals = count // 3
+    piece = SECTOR_BYTES[rt.settings.sector_size] // 2  # deals of half a sector each
     created = store.create_many(rt.settings.miner, "cc", count - deals, request_id="demo-cc")
-    created += store.create_many(
-        rt.settings.miner, "deal", deals, deal_ids=[1], request_id="demo-deal"
+    created += sector_per_deal(
+        store, rt.settings.miner, range(1, deals + 1), piece, request_id="demo-deal"
     )
     started = time.monotonic()
     for sector in created:

@@ -16,6 +16,11 @@ class ServerError(SealpoolError):
     """The Redis server could not be started, stopped or reached."""
 
 
+class RedisUnavailable(ServerError):
+    """The configured Redis server does not answer now (down, restarting, unreachable):
+    long-running commands wait for it rather than exit."""
+
+
 class SectorNotFound(SealpoolError):
     """No sector has the given id."""
 
@@ -46,3 +51,15 @@ class PhaseError(SealpoolError):
     def __init__(self, message: str, *, retry: bool) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+class NotLeader(SealpoolError):
+    """A supervisor acted after its leadership passed to another: nothing was changed."""
+
+
+class DealTaken(SealpoolError):
+    """A deal asked for in a new sector is no longer waiting (another sector has it)."""
+
+
+class SlotsInUse(SealpoolError):
+    """Another live process owns the slots a worker process was about to lend."""

@@ -52,15 +52,16 @@ class LocalFarm:
     paths_per_host: int = 1
     host_slots: Mapping[str, Mapping[SectorState, int]] = field(default_factory=dict)
     app_module: str = "sealpool.app"
+    shared_temp: bool = False  # one temp root for every host, as over NFS (temp phases may move)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def host_dirs(self, host: str) -> tuple[list[Path], list[Path]]:
         """The temp and sealed paths of ``host``'s profile."""
 
-        def paths(role: str) -> list[Path]:
-            return [self.root / host / role / str(i) for i in range(self.paths_per_host)]
+        def paths(owner: str, role: str) -> list[Path]:
+            return [self.root / owner / role / str(i) for i in range(self.paths_per_host)]
 
-        return paths("temp"), paths("sealed")
+        return paths("shared" if self.shared_temp else host, "temp"), paths(host, "sealed")
 
     def profile_path(self, host: str) -> Path:
         return self.root / host / "profile.toml"

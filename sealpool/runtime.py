@@ -1,14 +1,16 @@
 """What a worker process builds once per pool: settings, store, chain, backend and slots.
 
 A process started by ``sealpool worker`` runs one phase of one profile (``profile`` and
-``worker_phase`` settings): the profile's host, backend and storage replace the settings',
-and its slots for that phase are registered and lent to the running phases. Any other
+``worker_phase`` settings): the profile's host and storage, and the backend, processor and
+sector size it names, replace the settings' (see sealpool.worker_profiles.effective), and its
+slots for that phase are registered and lent to the running phases. Any other
 process (a plain ``celery worker``, the tests) runs phases with the settings' storage and
 no slot bookkeeping.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,8 @@ from sealpool.errors import ConfigError, PhaseError
 from sealpool.storage import format_bytes, scratch_bytes, sector_dir
 from sealpool.store import SectorStore
 from sealpool.store.scratch import ScratchLedger, ScratchPath
-from sealpool.worker_profiles.model import Profile, load_profile
+from sealpool.worker_profiles.effective import apply_profile
+from sealpool.worker_profiles.model import load_profile
 from sealpool.worker_profiles.plan import plan_profile
 from sealpool.worker_profiles.slots import SlotPool
 
@@ -43,13 +46,18 @@ class Runtime:
     capacities: dict[str, int] | None = None
 
     @contextmanager
-    def slot(self, sector_id: str, phase: str) -> Iterator[Slot]:
-        """The resources of one running phase: a profile slot, or the settings' storage."""
+    def slot(
+        self, sector_id: str, phase: str, lost: threading.Event | None = None
+    ) -> Iterator[Slot]:
+        """The resources of one running phase: a profile slot, or the settings' storage.
+
+        ``lost`` is set if the slot's GPU lock is lost while the phase runs (see
+        :meth:`SlotPool.acquire`)."""
         if self.slots is None:
             settings = self.settings
             yield Slot(settings.host, tuple(settings.scratch_dirs), tuple(settings.store_dirs))
             return
-        with self.slots.acquire(sector_id, phase) as slot:
+        with self.slots.acquire(sector_id, phase, lost) as slot:
             yield slot
 
     def reserve_scratch(self, sector_id: str, slot: Slot) -> Path:
@@ -90,15 +98,6 @@ def _bytes_under(path: Path) -> int:
     return sum(each.stat().st_size for each in path.rglob("*") if each.is_file())
 
 
-def _profile_settings(profile: Profile) -> dict[str, object]:
-    return {
-        "host": profile.host, "backend": profile.backend, "processor": profile.processor,
-        "sector_size": profile.sector_size,
-        "temp_dirs": [entry.path for entry in profile.storage.temp],
-        "sealed_dirs": [entry.path for entry in profile.storage.sealed],
-    }  # fmt: skip
-
-
 @cache
 def runtime(pool: str) -> Runtime:
     """The runtime of ``pool`` (a key prefix) for this process, built on first use."""
@@ -111,11 +110,11 @@ def build_runtime(settings: Settings, pool: str | None = None) -> Runtime:
     client = connect(settings)
     slots = capacities = None
     if settings.profile:
-        profile = load_profile(settings.profile)
-        plan = plan_profile(profile, settings.profile)
+        path = settings.profile
+        settings, profile = apply_profile(settings, load_profile(path), path)
+        plan = plan_profile(profile, path)
         if plan.errors:
             raise ConfigError("\n".join(plan.errors))
-        settings = settings.model_copy(update=_profile_settings(profile))
         capacities = {str(e.path): e.capacity for e in profile.storage.temp if e.capacity}
         if settings.worker_phase:
             slots = SlotPool(

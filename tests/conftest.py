@@ -7,8 +7,11 @@ The server comes from the embedded package (never 127.0.0.1:6379) unless
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,10 @@ import redis
 
 from sealpool import server
 from sealpool.store import SectorStore
+from sealpool.worker_profiles.plan import SlotPlan
+from sealpool.worker_profiles.slots import SlotPool, slot_holder
+
+from helpers import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +52,10 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def prefix(client: redis.Redis) -> Iterator[str]:
-    """A key prefix of the test's own; its keys are deleted afterwards."""
+    """A key prefix of the test's own; its keys (and its queues) are deleted afterwards."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    keys = list(client.scan_iter(f"{name}:*", count=5000))
+    keys = [key for pattern in (f"{name}:*", f"{name}.*") for key in client.scan_iter(pattern)]
     for start in range(0, len(keys), 5000):
         client.delete(*keys[start : start + 5000])
 
@@ -89,3 +96,51 @@ def farm_env(
     runtime.cache_clear()
     yield tmp_path
     runtime.cache_clear()
+
+
+# A process that owns one slot of (host, phase) and heartbeats it until killed.
+SLOT_HOLDER = """
+import sys, redis
+from sealpool.worker_profiles.plan import SlotPlan
+from sealpool.worker_profiles.slots import SlotPool
+url, pool, host, phase = sys.argv[1:]
+client = redis.Redis.from_url(url, decode_responses=True)
+SlotPool(client, pool, host, [SlotPlan(phase, 0, None, None, {})], [], [], 0.2).register()
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def registered(client: redis.Redis, prefix: str) -> Iterator[Callable[..., SlotPool]]:
+    """Register SlotPools of the test's pool (heartbeat 0.2 s); unregistered afterwards."""
+    pools: list[SlotPool] = []
+
+    def register(host: str, plans: list[SlotPlan]) -> SlotPool:
+        slots = SlotPool(client, prefix, host, plans, [], [], heartbeat_s=0.2)
+        slots.register()
+        pools.append(slots)
+        return slots
+
+    yield register
+    for slots in pools:
+        slots.unregister()
+
+
+@pytest.fixture
+def other_process(redis_url: str, prefix: str) -> Iterator[Callable[[str, str], int]]:
+    """Start another process that registers one slot of (host, phase); its pid."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(host: str, phase: str) -> int:
+        argv = [sys.executable, "-c", SLOT_HOLDER, redis_url, prefix, host, phase]
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE)
+        started.append(process)
+        token = f"{process.pid}@{socket.gethostname()}"
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        wait_until(lambda: slot_holder(client, prefix, host, phase) == token, what="registered")
+        return process.pid
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()

@@ -14,7 +14,7 @@ import redis
 
 from sealpool.chain import Message, RpcChain, SimChain
 from sealpool.chain.rpc import cbor_bytes, id_address_bytes
-from sealpool.errors import ChainError
+from sealpool.errors import ChainError, ConfigError
 
 
 def test_sim_chain_clock_randomness_and_messages(client: redis.Redis, prefix: str) -> None:
@@ -126,8 +126,18 @@ def test_rpc_chain_speaks_lotus_json_rpc(lotus: str) -> None:
     assert chain.landed(Message("bafy-unknown", "f01000-1", "precommit")) is None
 
 
-def test_rpc_chain_errors_are_one_line(lotus: str) -> None:
-    with pytest.raises(ChainError, match=r"Filecoin\.Nope: method 'Filecoin\.Nope' not found"):
-        RpcChain(lotus, None, "f01000").call("Filecoin.Nope")
-    with pytest.raises(ChainError, match=r"Filecoin\.ChainHead at http://127\.0\.0\.1:1/"):
-        RpcChain("http://127.0.0.1:1/", None, "f01000", timeout_s=2).head()
+def test_rpc_chain_errors_are_one_line_naming_method_and_host_only(lotus: str) -> None:
+    host = lotus.split("/")[2]
+    with pytest.raises(ChainError) as refused:
+        RpcChain(f"{lotus}?token=url-secret", "jwt-secret", "f01000").call("Filecoin.Nope")
+    assert str(refused.value) == f"Filecoin.Nope at {host}: method 'Filecoin.Nope' not found"
+    with pytest.raises(ChainError) as unreachable:
+        RpcChain("http://127.0.0.1:1/rpc/v1?token=url-secret", None, "f01000", 2).head()
+    assert str(unreachable.value).startswith("Filecoin.ChainHead at 127.0.0.1:1: ")
+    errors = [refused, unreachable]
+    for url in ("lotus:1234/rpc/v1?token=url-secret", "http://node:pw-secret@lotus:1234/rpc/v1"):
+        with pytest.raises(ConfigError, match="must be an http:// or https:// URL") as bad:
+            RpcChain(url, None, "f01000")
+        errors.append(bad)
+    for error in errors:
+        assert "secret" not in str(error.value) and "\n" not in str(error.value)

@@ -28,6 +28,9 @@ def test_add_list_show_stats() -> None:
     assert code == 0, out
     added = json.loads(out)
     assert [s["state"] for s in added] == ["Pending"] * 3
+    code, out = run("sectors", "add", "--kind", "deal", "--deal-id", "11")
+    assert code != 0 and "deal 11 is not waiting" in out and "Traceback" not in out
+    assert run("deals", "add", "11", "--piece-size", "1024")[0] == 0
     code, out = run("sectors", "add", "--kind", "deal", "--deal-id", "11", "--json")
     deal = json.loads(out)[0]
     assert deal["kind"] == "deal" and deal["deal_ids"] == [11]

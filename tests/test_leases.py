@@ -11,7 +11,7 @@ import redis
 from sealpool.errors import StaleToken
 from sealpool.store import PhaseStatus, SectorState, SectorStore
 
-from helpers import place
+from helpers import place, wait_until
 
 S = SectorState
 
@@ -66,11 +66,12 @@ def test_stale_token_is_refused_after_the_lease_expires(store: SectorStore) -> N
     late = store.claim(sector.id, S.PRE_COMMIT_2, "frozen", lease_s=0.2)
     assert late is not None
     assert store.claim(sector.id, S.PRE_COMMIT_2, "live") is None
-    time.sleep(0.3)
-    assert store.expired_leases() == [sector.id]
-    live = store.claim(sector.id, S.PRE_COMMIT_2, "live")
+    wait_until(lambda: store.expired_leases() == [sector.id])
+    assert store.claim(sector.id, S.PRE_COMMIT_2, "live") is None  # only a take-over frees it
+    taken = store.take_over(store.get(sector.id), S.PRE_COMMIT_2, actor="sup", detail="expired")
+    assert taken is not None and taken.status is PhaseStatus.QUEUED
+    live = store.claim(sector.id, S.PRE_COMMIT_2, "live", message=taken.msg_id)
     assert live is not None and live.token > late.token
-    assert "expired" in store.history(sector.id)[-1].detail
     for stale_call in (
         lambda: store.renew(late),
         lambda: store.complete(late),
@@ -112,12 +113,12 @@ def test_fail_with_retry_requeues_and_without_fails(store: SectorStore) -> None:
     sector = place(store, S.PRE_COMMIT_1)
     lease = store.claim(sector.id, S.PRE_COMMIT_1, "w")
     assert lease is not None
-    assert store.fail(lease, "disk full", retry=True) is S.PRE_COMMIT_1
+    assert store.fail(lease, "disk full", retry=True).state is S.PRE_COMMIT_1
     again = store.get(sector.id)
     assert again.status is PhaseStatus.QUEUED and again.last_error == "disk full"
     lease = store.claim(sector.id, S.PRE_COMMIT_1, "w")
     assert lease is not None
-    assert store.fail(lease, "bad proof", retry=False) is S.FAILED
+    assert store.fail(lease, "bad proof", retry=False).state is S.FAILED
     failed = store.get(sector.id)
     assert failed.state is S.FAILED and failed.last_error == "bad proof"
     assert failed.attempts == {"PreCommit1": 2}

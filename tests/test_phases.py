@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from sealpool.deals import sector_per_deal
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import dispatch, start
 from sealpool.store import PhaseStatus, Randomness, SectorState
@@ -19,9 +22,7 @@ PROCESSOR = [sys.executable, str(Path(__file__).parents[1] / "docs/examples/proc
 
 def test_sectors_seal_to_proving(farm_env: Path, prefix: str) -> None:
     store = runtime(prefix).store
-    sectors = store.create_many("f01000", "deal", 2, deal_ids=[5]) + store.create_many(
-        "f01000", "cc", 2
-    )
+    sectors = sector_per_deal(store, "f01000", [5, 6], 1024) + store.create_many("f01000", "cc", 2)
     with worker(prefix):
         for sector in sectors:
             start(store, sector.id, actor="test")
@@ -35,7 +36,9 @@ def test_sectors_seal_to_proving(farm_env: Path, prefix: str) -> None:
         sealed = Path(sector.sealed_path)
         assert sealed.is_relative_to(farm_env / "hostA" / "sealed")
         assert (sealed / "sealed").stat().st_size > 0 and (sealed / "cache" / "p_aux").exists()
-        queues = [h.detail.split()[0] for h in events(store, sector.id, "dispatch")]
+        digest = hashlib.sha256((sealed / "sealed").read_bytes()).hexdigest()
+        assert sector.outputs["Finalize"]["sealed_sha256"] == digest  # verified there
+        queues = [h.detail.split()[1] for h in events(store, sector.id, "dispatch")]
         assert list(dict.fromkeys(queues)) == [f"queue={prefix}.{q}" for q in (
             "ap", "pc1@hostA", "pc2@hostA", "precommit", "waitseed", "c1@hostA", "c2",
             "provecommit", "finalize@hostA")]  # fmt: skip
@@ -66,12 +69,14 @@ def test_dispatch_history_records_queue_priority_and_host(farm_env: Path, prefix
         for sector in (deal, cc):
             start(store, sector.id, actor="test")
         wait_for(store, [deal.id, cc.id])
-    first = [h.detail for h in events(store, deal.id, "dispatch")][:2]
+    first = [h.detail.split(" by ")[0] for h in events(store, deal.id, "dispatch")][:2]
     assert first == [
-        f"queue={prefix}.ap priority=4 host=-",
-        f"queue={prefix}.pc1@hostA priority=3 host=hostA",
+        f"{deal.id}/1 queue={prefix}.ap priority=4",
+        f"{deal.id}/2 queue={prefix}.pc1@hostA priority=3",
     ]
-    assert events(store, cc.id, "dispatch")[0].detail == f"queue={prefix}.ap priority=9 host=-"
+    assert events(store, cc.id, "dispatch")[0].detail.startswith(
+        f"{cc.id}/1 queue={prefix}.ap priority=9"
+    )
 
 
 def test_same_message_delivered_twice_runs_the_backend_once(
@@ -81,6 +86,7 @@ def test_same_message_delivered_twice_runs_the_backend_once(
     monkeypatch.setenv("SEALPOOL_BACKEND", "external")
     monkeypatch.setenv("SEALPOOL_PROCESSOR", str(PROCESSOR).replace("'", '"'))
     monkeypatch.setenv("SEALPOOL_EXAMPLE_LOG", str(log))
+    monkeypatch.setenv("SEALPOOL_PROCESSOR_ENV", '["SEALPOOL_EXAMPLE_LOG"]')
     store = runtime(prefix).store
     sector = store.move(store.create("f01000", "cc").id, S.ADD_PIECE, actor="test")
     for _ in range(3):
@@ -99,7 +105,7 @@ def test_deal_sector_added_while_cc_queued_starts_first(farm_env: Path, prefix: 
     cc = store.create_many("f01000", "cc", 4)
     for sector in cc:
         start(store, sector.id, actor="test")
-    deal = store.create("f01000", "deal", deal_ids=[9])
+    (deal,) = sector_per_deal(store, "f01000", [9], 1024)
     start(store, deal.id, actor="test")
     with worker(prefix, phases=[S.ADD_PIECE], concurrency=1):
         wait_for(store, [s.id for s in [*cc, deal]], done=[S.PRE_COMMIT_1])
@@ -114,7 +120,7 @@ def test_external_backend_with_the_example_processor(
     monkeypatch.setenv("SEALPOOL_BACKEND", "external")
     monkeypatch.setenv("SEALPOOL_PROCESSOR", str(PROCESSOR).replace("'", '"'))
     store = runtime(prefix).store
-    sector = store.create("f01000", "deal", deal_ids=[3])
+    (sector,) = sector_per_deal(store, "f01000", [3], 1024)
     with worker(prefix):
         start(store, sector.id, actor="test")
         done = wait_for(store, [sector.id])[0]
@@ -124,12 +130,61 @@ def test_external_backend_with_the_example_processor(
     assert (Path(done.sealed_path) / "sealed").exists() and not Path(done.temp_path).exists()
 
 
+# The example processor, but its Finalize reports a sealed file checksum that is not the file's.
+LIAR = f"""
+import json, subprocess, sys
+request = sys.stdin.read()
+done = subprocess.run({PROCESSOR!r}, input=request, capture_output=True, text=True, check=True)
+outputs = json.loads(done.stdout)
+if "sealed_sha256" in outputs:
+    outputs["sealed_sha256"] = "0" * 64
+print(json.dumps(outputs))
+"""
+
+
+def test_finalize_that_lies_about_the_sealed_checksum_never_reaches_proving(
+    farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEALPOOL_BACKEND", "external")
+    monkeypatch.setenv("SEALPOOL_PROCESSOR", json.dumps([sys.executable, "-c", LIAR]))
+    monkeypatch.setenv("SEALPOOL_MAX_ATTEMPTS", "2")
+    store = runtime(prefix).store
+    (sector,) = store.create_many("f01000", "cc", 1)
+    with worker(prefix):
+        start(store, sector.id, actor="test")
+        done = wait_for(store, [sector.id])[0]
+    assert done.state is S.FAILED and done.failed_phase == "Finalize", done.last_error
+    sealed = f"{farm_env}/hostA/sealed/{sector.id}/sealed"
+    assert f"Finalize of {sector.id}: {sealed} has sha256 " in done.last_error
+    assert f"not the {'0' * 64} the processor reported (after 2 attempts)" in done.last_error
+    assert (Path(done.temp_path) / "sealed").exists()  # scratch kept: nothing verified
+
+
+def test_finalize_refuses_a_sealed_path_on_the_scratch(
+    farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEALPOOL_SEALED_DIRS", json.dumps([f"{farm_env}/hostA/temp"]))
+    store = runtime(prefix).store
+    (sector,) = store.create_many("f01000", "cc", 1)
+    with worker(prefix):
+        start(store, sector.id, actor="test")
+        done = wait_for(store, [sector.id])[0]
+    assert done.state is S.FAILED and done.failed_phase == "Finalize", done.last_error
+    scratch = (farm_env / "hostA" / "temp" / sector.id).resolve()
+    assert done.last_error == (
+        f"Finalize of {sector.id}: sealed path {scratch} overlaps the scratch {scratch}: "
+        "temp and sealed directories must be apart"
+    )
+    assert (scratch / "sealed").exists()  # nothing moved onto itself, nothing removed
+
+
 def test_failing_processor_retries_with_backoff_then_fails(
     farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEALPOOL_BACKEND", "external")
     monkeypatch.setenv("SEALPOOL_PROCESSOR", str(PROCESSOR).replace("'", '"'))
     monkeypatch.setenv("SEALPOOL_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("SEALPOOL_PROCESSOR_ENV", '["SEALPOOL_EXAMPLE_FAIL"]')
     store = runtime(prefix).store
     bad, good = store.create_many("f01000", "cc", 2)
     monkeypatch.setenv("SEALPOOL_EXAMPLE_FAIL", f"{bad.id}:PreCommit2")  # read by the processor
@@ -187,7 +242,8 @@ def test_claim_refused_on_another_host(farm_env: Path, prefix: str) -> None:
     sector = store.move(store.create("f01000", "cc").id, S.ADD_PIECE, actor="test")
     assert store.claim(sector.id, S.ADD_PIECE, "w-b", host="hostB") is not None
     assert store.get(sector.id).host == "hostB"
-    store.move(sector.id, S.ADD_PIECE, actor="test")  # requeue (restart)
+    running = store.get(sector.id)
+    store.move(sector.id, S.ADD_PIECE, actor="t", expected_version=running.version)  # restart
     assert store.claim(sector.id, S.ADD_PIECE, "w-a", host="hostA") is None
     assert store.get(sector.id).status is PhaseStatus.QUEUED
     assert store.claim(sector.id, S.ADD_PIECE, "w-b2", host="hostB") is not None

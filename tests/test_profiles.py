@@ -12,10 +12,12 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from sealpool.backends import ExternalBackend, PhaseRequest
+from sealpool.backends import ExternalBackend, PhaseRequest, Slot
 from sealpool.backends.pin import parse_cores
 from sealpool.cli import cli
-from sealpool.errors import ConfigError
+from sealpool.config import Settings
+from sealpool.errors import ConfigError, PhaseError
+from sealpool.runtime import build_runtime
 from sealpool.worker_profiles.machine import Machine, parse_cpu_list
 from sealpool.worker_profiles.model import load_profile, parse_size
 from sealpool.worker_profiles.plan import plan_profile
@@ -117,6 +119,61 @@ def test_storage_errors(tmp_path: Path) -> None:
         pytest.skip("no read-only directory to test with")
     path.write_text(text.replace(f"{tmp_path}/gone", "/proc/sys"))
     assert "/proc/sys is not writable" in plan_profile(load_profile(path), path, BOX).errors[0]
+
+
+@pytest.mark.parametrize("sealed", ["t1", "t1/sealed", "."])
+def test_temp_and_sealed_paths_that_overlap_are_refused(tmp_path: Path, sealed: str) -> None:
+    path = write(tmp_path, "[phases.pc1]\nslots = 1\n")
+    (tmp_path / sealed).mkdir(exist_ok=True)
+    path.write_text(path.read_text().replace(f'"{tmp_path}/s1"', f'"{tmp_path}/{sealed}/"'))
+    found = plan_profile(load_profile(path), path, BOX).errors
+    temps = ["t1", "t2"] if sealed == "." else ["t1"]
+    assert found == [
+        f"{path}: storage.sealed[0].path: {(tmp_path / sealed).resolve()} overlaps "
+        f"storage.temp[{index}].path {(tmp_path / temp).resolve()}: temp and sealed paths must "
+        "be apart, neither inside the other"
+        for index, temp in enumerate(temps)
+    ]
+
+
+def test_missing_processor_is_refused(tmp_path: Path) -> None:
+    body = "[phases.pc1]\nslots = 1\n"
+    for argv0 in (f"{tmp_path}/no-such-processor", "no-such-processor-on-path", str(tmp_path)):
+        path = write(tmp_path, body, "external")
+        path.write_text(path.read_text().replace('"/bin/true"', json.dumps(argv0)))
+        assert plan_profile(load_profile(path), path, BOX).errors == [
+            f"{path}: processor[0]: {argv0!r} is not an executable file nor a program on PATH"
+        ]
+    path.write_text(path.read_text().replace('backend = "external"', 'backend = "sim"'))
+    assert plan_profile(load_profile(path), path, BOX).errors == []  # sim runs none
+
+
+def test_phase_timeout_from_the_profile_wins_for_its_phase(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    path = write(tmp_path, "[phases.pc1]\nslots = 1\nprocessor_timeout_s = 0.5\n", "external")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    path.write_text(path.read_text().replace('["/bin/true"]', json.dumps(sleeper)))
+    settings = Settings(
+        redis_url=redis_url,
+        profile=path,
+        processor_timeout_s={"PreCommit1": 3600, "AddPiece": 7},
+    )
+    backend = build_runtime(settings, prefix).backend
+    assert isinstance(backend, ExternalBackend)
+    assert backend.timeouts_s == {"PreCommit1": 0.5, "AddPiece": 7}
+    request = PhaseRequest(
+        "f01000-1", "f01000", 1, "PreCommit1", 2048, str(tmp_path / "t1" / "f01000-1"),
+        None, None, None, [], {},
+    )  # fmt: skip
+    slot = Slot("box", (tmp_path / "t1",), (tmp_path / "s1",))
+    with pytest.raises(
+        PhaseError, match=r"PreCommit1 of f01000-1: processor timed out after 0\.5s"
+    ):
+        backend.run(request, slot, threading.Event())
+    bad = write(tmp_path, "[phases.pc1]\nslots = 1\nprocessor_timeout_s = 0\n")
+    with pytest.raises(ConfigError, match=r"phases\.pc1\.processor_timeout_s: .*greater than 0"):
+        load_profile(bad)
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:

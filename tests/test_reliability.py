@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -23,11 +29,12 @@ from sealpool.errors import ConfigError, InvalidSectorId, PhaseError, ServerErro
 from sealpool.farm import LocalFarm
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
-from sealpool.store import SectorState, parse_sector_id
+from sealpool.store import PhaseStatus, SectorState, parse_sector_id
 from sealpool.supervisor import Supervisor
 from sealpool.worker_profiles.model import load_profile
 
 from farm_helpers import events, wait_for, worker
+from helpers import wait_until
 
 S = SectorState
 LEASE_ENDS = {"complete", "retry", "fail", "release", "take-over", "restart", "reticket",
@@ -141,45 +148,118 @@ def test_chaos_kill_workers_and_the_leader(
     assert len(store.list()) == len(sectors)  # none lost, none made twice
 
 
+class PrivateRedis:
+    """A Redis server of the test's own, with AOF, that can be killed and started again on
+    its port: the embedded binary, or the system's plain ``redis-server``."""
+
+    def __init__(self, kind: str, root: Path) -> None:
+        self.kind, self.root = kind, root
+        root.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.info: server.ServerInfo | None = None
+        if kind == "embedded":
+            self.info = server.start(root)
+            self.port = self.info.port
+        else:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                pytest.skip("no redis-server on this machine")
+            self.binary, self.port = binary, server.free_port()
+            self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if self.kind == "embedded":
+            self.info = server.start(self.root)
+            assert self.info.port == self.port  # the same port: every worker's URL holds
+            return
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                str(self.root), "--appendonly", "yes", "--save", ""]  # fmt: skip
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_until(lambda: _answers(client), what="redis-server up")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no last AOF flush."""
+        if self.kind == "embedded":
+            info = server.status(self.root)
+            assert info is not None
+            os.kill(info.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(info.pid).wait(30)
+        else:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.kind == "embedded":
+            server.stop(self.root)
+        elif self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
 @pytest.mark.slow
-def test_redis_restart_and_outage_lose_nothing(
-    farm_env: Path,
-    prefix: str,
-    embedded_redis: server.ServerInfo | None,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("kind", ["embedded", "redis-server"])
+def test_a_redis_outage_mid_phase_loses_nothing_and_needs_no_hand(
+    farm_env: Path, prefix: str, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Redis (AOF on) stops for 10 s mid-run and comes back: the farm carries on."""
-    if embedded_redis is None:
-        pytest.skip("needs the run's own embedded Redis to stop and start")
-    data = Path(embedded_redis.data_dir)
+    """Redis (AOF on) is killed -9 mid-PC1 and comes back 20 s later on its port: the
+    workers, a `sealpool supervisor` process and every sector carry on by themselves."""
+    backing = PrivateRedis(kind, farm_env / "redis")
     times = {"AddPiece": 100, "PreCommit1": 8000}
-    env = {**farm_env_vars(times), "SEALPOOL_LEASE_S": "30"}
+    env = {**farm_env_vars(times), "SEALPOOL_LEASE_S": "30", "SEALPOOL_REDIS_URL": backing.url,
+           "SEALPOOL_TICK_S": "0.5"}  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    app.conf.broker_url = backing.url
     runtime.cache_clear()
     store = runtime(prefix).store
     sectors = store.create_many("f01000", "cc", 3)
-    with LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env) as farm:
-        farm.wait_ready()
-        for sector in sectors:
-            start(store, sector.id, actor="test")
-        wait_for(store, [s.id for s in sectors], done=[S.PRE_COMMIT_1], timeout_s=30)
-        time.sleep(1.0)
-        before = {s.id: s.version for s in store.list()}
-        try:
-            server.stop(data)  # AOF flushed; workers lose store and broker for 10 s
-            time.sleep(10)
-        finally:
-            assert server.start(data, port=embedded_redis.port).port == embedded_redis.port
-        assert {s.id: s.version for s in store.list()} == before  # the pool survived
-        supervisors = Supervisors(prefix)
-        supervisors.add()
-        try:
-            done = wait_for(store, [s.id for s in sectors], timeout_s=120)
-        finally:
-            supervisors.stop()
+    log = (farm_env / "supervisor.log").open("wb")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "sealpool", "supervisor"], env={**os.environ, **env},
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        with LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env) as farm:
+            farm.wait_ready()  # the supervisor starts the Pending sectors
+            wait_until(
+                lambda: (
+                    {s.status for s in store.get_many(s.id for s in sectors)}
+                    == {PhaseStatus.RUNNING}
+                    and all(
+                        s.state is S.PRE_COMMIT_1 for s in store.get_many(s.id for s in sectors)
+                    )
+                ),
+                what="every sector running PreCommit1",
+            )
+            before = {s.id: s.version for s in store.list()}
+            backing.kill()
+            time.sleep(20)  # the outage itself: 20 s without store or broker
+            backing.start()
+            after = {s.id: s.version for s in store.list()}
+            assert all(after[i] >= version for i, version in before.items())  # nothing lost
+            done = wait_for(store, [s.id for s in sectors], timeout_s=180)
+            assert supervisor.poll() is None, "the supervisor exited during the outage"
+    finally:
+        supervisor.terminate()
+        supervisor.wait(30)
+        backing.stop()
     assert [s.state for s in done] == [S.PROVING] * 3
     assert_never_twice_at_once(store, [s.id for s in sectors])
+    assert "Redis unavailable" in (farm_env / "supervisor.log").read_text()
 
 
 # -- security -------------------------------------------------------------------------
@@ -190,10 +270,11 @@ def test_pickle_is_never_accepted(farm_env: Path, prefix: str) -> None:
     sector = store.move(store.create("f01000", "cc").id, S.ADD_PIECE, actor="test")
     kwargs = {"pool": prefix, "sector_id": sector.id, "kind": "cc", "host": None, "urgent": False}
     with worker(prefix, phases=[S.ADD_PIECE], concurrency=1):
-        app.send_task("sealpool.ap", kwargs=kwargs, serializer="pickle")
+        message = sector.msg_id
+        app.send_task("sealpool.ap", kwargs=kwargs, serializer="pickle", task_id=message)
         time.sleep(2.0)
         assert events(store, sector.id, "claim") == []  # the pickled message never ran
-        app.send_task("sealpool.ap", kwargs=kwargs)  # the same as JSON does
+        app.send_task("sealpool.ap", kwargs=kwargs, task_id=message)  # the same as JSON does
         wait_for(store, [sector.id], done=[S.PRE_COMMIT_1], timeout_s=20)
     assert app.conf.accept_content == ["json"] and app.conf.task_serializer == "json"
 
@@ -204,7 +285,7 @@ def test_redis_password_is_honoured(tmp_path: Path) -> None:
     redis.Redis.from_url(info.url).config_set("requirepass", "s3cret")
     try:
         assert connect(load_settings(redis_url=with_password)).ping()
-        with pytest.raises(ServerError, match=r"cannot reach Redis at redis://\*\*\*@127"):
+        with pytest.raises(ServerError, match=r"cannot reach Redis at redis://:\*\*\*@127"):
             connect(load_settings(redis_url=f"redis://:wrong@127.0.0.1:{info.port}/0"))
         with pytest.raises(ServerError, match=r"(?i)auth"):
             connect(load_settings(redis_url=info.url))
@@ -215,7 +296,7 @@ def test_redis_password_is_honoured(tmp_path: Path) -> None:
 
 def test_a_redis_url_of_another_scheme_is_refused() -> None:
     """(TLS itself is exercised against a real TLS server in test_tls.py.)"""
-    with pytest.raises(ConfigError, match="redis_url 'http://x' must start with"):
+    with pytest.raises(ConfigError, match=r"redis_url: .*must start with redis://.*'http://x'"):
         load_settings(redis_url="http://x")
 
 

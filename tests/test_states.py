@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealpool.errors import IllegalTransition
+from sealpool.errors import ChangedMeanwhile, IllegalTransition
 from sealpool.store import PhaseStatus, SectorState, SectorStore, allowed_sources
 
 from helpers import place
@@ -30,8 +30,8 @@ def expected_legal() -> set[tuple[SectorState, SectorState]]:
     legal |= {
         (src, S.PRE_COMMIT_1) for src in (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)
     }  # re-ticket
-    legal |= {(src, S.ADD_PIECE) for src in WORK}  # host lost: restart
-    return legal
+    legal |= {(src, S.ADD_PIECE) for src in (S.ADD_PIECE, S.PRE_COMMIT_1, S.PRE_COMMIT_2)}
+    return legal  # host lost before the precommit: restart
 
 
 def test_table_matches_the_state_machine() -> None:
@@ -46,7 +46,8 @@ def test_every_move_from(store: SectorStore, source: SectorState) -> None:
         sector = place(store, source)
         history_before = store.history(sector.id)
         if (source, target) in legal:
-            moved = store.move(sector.id, target, actor="test")
+            version = sector.version if target is source else None  # a self-move needs it
+            moved = store.move(sector.id, target, actor="test", expected_version=version)
             assert moved.state is target
             assert moved.status == (PhaseStatus.QUEUED if target in WORK else None)
             assert moved.version == sector.version + 1
@@ -60,3 +61,16 @@ def test_every_move_from(store: SectorStore, source: SectorState) -> None:
             assert store.get(sector.id) == sector
             assert store.history(sector.id) == history_before
             assert sector.id in store.ids_in_state(source)
+
+
+@pytest.mark.parametrize("state", [S.ADD_PIECE, S.PRE_COMMIT_1], ids=str)
+def test_a_move_to_the_same_state_needs_the_version_read(
+    store: SectorStore, state: SectorState
+) -> None:
+    sector = place(store, state)
+    with pytest.raises(IllegalTransition):
+        store.move(sector.id, state, actor="second supervisor")
+    store.move(sector.id, state, actor="first", expected_version=sector.version)
+    with pytest.raises(ChangedMeanwhile):
+        store.move(sector.id, state, actor="second", expected_version=sector.version)
+    assert [e.actor for e in store.history(sector.id)].count("first") == 1

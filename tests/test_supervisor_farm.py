@@ -57,6 +57,7 @@ def test_host_killed_mid_pc1_sector_restarts_elsewhere(
     }
     monkeypatch.setenv("SEALPOOL_PHASE_SECONDS", json.dumps(times))
     monkeypatch.setenv("SEALPOOL_HEARTBEAT_S", "0.3")
+    monkeypatch.setenv("SEALPOOL_HOST_LOST_GRACE_S", "3")  # every process silent this long
     runtime.cache_clear()
     store = runtime(prefix).store
     sectors = store.create_many("f01000", "cc", 2)

@@ -24,6 +24,7 @@ def test_two_machine_tutorial(tmp_path: Path) -> None:
         SEALPOOL_TIME_SCALE="2000",
         SEALPOOL_TICKET_CONFIDENCE="10",
         SEALPOOL_TICK_S="0.5",
+        SEALPOOL_SERVER_PASSWORD="choose-a-long-one",
     )
 
     def sealpool(*args: str) -> str:
@@ -33,7 +34,9 @@ def test_two_machine_tutorial(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    started = json.loads(sealpool("server", "start", "--json"))
+    start = ("server", "start", "--bind", "127.0.0.2", "--show-password", "--json")
+    started = json.loads(sealpool(*start))
+    assert started["url"].startswith("redis://:choose-a-long-one@127.0.0.2:")
     env["SEALPOOL_REDIS_URL"] = started["url"]
     workers = []
     try:

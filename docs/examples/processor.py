@@ -15,7 +15,9 @@ runs pinned to its slot's CPU cores with CUDA_VISIBLE_DEVICES set to its slot's 
 This one writes small stand-in files instead of computing proofs (a real one would call
 rust-fil-proofs), and reports the CPU cores and GPUs it was given. Set
 SEALPOOL_EXAMPLE_FAIL=<sector id>:<phase> to make that phase of that sector fail, and
-SEALPOOL_EXAMPLE_LOG=<file> to have every run append "<sector id> <phase>" to that file.
+SEALPOOL_EXAMPLE_LOG=<file> to have every run append "<sector id> <phase>" to that file;
+name them in sealpool's processor_env setting, as a processor sees only the variables
+allowed there (and PATH, HOME, LANG, LC_ALL, TMPDIR, USER, its slot's env).
 """
 
 import hashlib

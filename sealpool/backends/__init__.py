@@ -11,7 +11,9 @@ from sealpool.config import Settings
 def make_backend(settings: Settings) -> Backend:
     """The backend the settings name."""
     if settings.backend == "external":
-        return ExternalBackend(settings.processor, settings.processor_timeout_s)
+        return ExternalBackend(
+            settings.processor, settings.processor_timeout_s, settings.processor_env
+        )
     return SimBackend(settings)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from sealpool.errors import PhaseError
 
 SECTOR_BYTES: dict[str, int] = {
     "2KiB": 2 << 10,
@@ -14,6 +17,10 @@ SECTOR_BYTES: dict[str, int] = {
     "32GiB": 32 << 30,
     "64GiB": 64 << 30,
 }
+SEALED_FILE = "sealed"  # Finalize leaves <sealed_path>/sealed and <sealed_path>/cache/<files>
+CACHE_DIR = "cache"
+SEALED_OUTPUTS = ("sealed_bytes", "sealed_sha256", "cache_files")  # Finalize's, checked
+HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class PhaseRequest:
     seed: dict[str, Any] | None
     deal_ids: list[int]
     inputs: dict[str, Any]
+    token: int = 0  # the attempt's fencing token: write scratch only while .lease holds it
 
 
 class Backend(Protocol):
@@ -51,3 +59,53 @@ class Backend(Protocol):
     def run(self, request: PhaseRequest, slot: Slot, cancelled: threading.Event) -> dict[str, Any]:
         """Compute the phase; raise PhaseError on failure. Stop early once ``cancelled``."""
         ...
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, in hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, size: int, sha256: str | None, what: str) -> None:
+    """A retryable PhaseError unless ``path`` is a file of ``size`` bytes (with ``sha256``,
+    when given), as the processor reported: a mismatch is a write that went wrong."""
+    if not path.is_file():
+        raise PhaseError(f"{what}: {path} is not a file the processor wrote", retry=True)
+    if (actual := path.stat().st_size) != size:
+        raise PhaseError(
+            f"{what}: {path} has {actual} bytes, not the {size} the processor reported",
+            retry=True,
+        )
+    if sha256 is not None and (digest := file_sha256(path)) != sha256:
+        raise PhaseError(
+            f"{what}: {path} has sha256 {digest}, not the {sha256} the processor reported",
+            retry=True,
+        )
+
+
+def check_sealed(target: Path, outputs: dict[str, Any], what: str) -> None:
+    """Check Finalize's files under ``target`` against its outputs: ``sealed`` of
+    ``sealed_bytes`` bytes with ``sealed_sha256``, and ``cache/<name>`` of each of
+    ``cache_files`` (name → bytes). Outputs that don't say are a permanent PhaseError."""
+    size, digest, cache = (outputs.get(name) for name in SEALED_OUTPUTS)
+    if not (
+        type(size) is int
+        and isinstance(digest, str)
+        and isinstance(cache, dict)
+        and cache
+        and all("/" not in name and name not in ("", ".", "..") for name in cache)
+        and all(type(each) is int for each in cache.values())
+    ):
+        got = f"sealed_bytes={size!r}, sealed_sha256={digest!r}, cache_files={cache!r}"
+        raise PhaseError(
+            f"{what}: outputs must give sealed_bytes, sealed_sha256 and cache_files "
+            f"(file name → bytes) to check the sealed sector with; got {got:.300}",
+            retry=False,
+        )
+    check_file(target / SEALED_FILE, size, digest, what)
+    for name, each in cache.items():
+        check_file(target / CACHE_DIR / name, each, None, what)

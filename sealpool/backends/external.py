@@ -3,32 +3,70 @@
 Protocol: the program gets the PhaseRequest as one JSON object on stdin and prints one JSON
 object on stdout, the phase's outputs. It may print ``{"error": "...", "retry": false}``
 to fail the phase. It runs pinned to the slot's cores, with ``CUDA_VISIBLE_DEVICES`` set to
-the slot's GPUs (empty for a slot without a GPU) and the slot's extra environment, in a
-process group of its own that is killed on timeout or when the phase's lease is lost.
+the slot's GPUs (empty for a slot without a GPU), in a process group of its own that is
+killed on timeout or when the phase's lease is lost.
 
-Failures: a timeout or a non-zero exit is transient (tried again with back-off), output that
-isn't a JSON object is permanent (the processor and sealpool disagree on the protocol).
+Outputs are kept in the sector's record and sent with every later request, so they may be
+at most ``MAX_OUTPUT_BYTES`` (64 KiB) of JSON. A larger artefact (a real Commit1 output is
+megabytes) goes to a file in the sector's temp directory (``temp_path``; in Finalize also
+``sealed_path``), reported under ``files`` by name::
+
+    {"files": {"c1_output": {"path": "/scratch/f01000-7/c1-output.json",
+                             "sha256": "<64 hex digits>", "bytes": 8388608}}}
+
+sealpool checks each one (under the sector's directories, that size, that sha256) before
+the phase completes; later phases find the entry in ``inputs`` — on the host that wrote the
+file, or wherever that directory is shared. Finalize copies (or moves) the sealed file to
+``<sealed_path>/sealed`` and the cache files to ``<sealed_path>/cache/``, and reports
+``sealed_bytes``, ``sealed_sha256`` and ``cache_files`` (file name → bytes): sealpool checks
+them there, and only then removes the scratch directory itself.
+
+Pipes: the request is written while stdout and stderr are read, in one loop that also keeps
+the timeout, so a processor that starts reading late (behind the pin wrapper's start-up)
+still gets all of a large request. On timeout or cancel the group is killed and reading
+stops at once, whatever still holds the pipes (a descendant that left the group); a
+processor that exits while a descendant keeps its pipes open is waited for
+``EXIT_GRACE_S``, then its group is killed.
+
+Its environment is built from an allow-list, never inherited whole (ours holds the Redis
+URL with its password and the chain node's token): ``BASE_ENV``, the names in the
+``processor_env`` setting, then the slot's own ``env``.
+
+Failures: a timeout, a non-zero exit, or a reported file that is missing or doesn't match
+is transient (tried again with back-off); output that isn't a JSON object, is over the cap,
+or reports a file outside the sector's directories is permanent (the processor and sealpool
+disagree on the protocol).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from sealpool.backends.base import PhaseRequest, Slot
+from sealpool.backends.base import PhaseRequest, Slot, check_file
 from sealpool.errors import PhaseError
 
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
 DEFAULT_TIMEOUT_S = 24 * 3600.0
+MAX_OUTPUT_BYTES = 64 << 10  # a phase's outputs JSON; bigger artefacts go to files
 STDERR_TAIL = 2000
 POLL_S = 0.2
+EXIT_GRACE_S = 2.0  # after the processor exited, for the pipes its descendants hold
+REAP_S = 5.0  # for a killed processor to be reaped (one stuck in the kernel is left)
+CHUNK = 1 << 16
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def slot_argv(argv: Sequence[str], slot: Slot) -> list[str]:
@@ -39,9 +77,11 @@ def slot_argv(argv: Sequence[str], slot: Slot) -> list[str]:
     return [sys.executable, "-m", "sealpool.backends.pin", "--cores", cores, "--", *argv]
 
 
-def slot_env(slot: Slot) -> dict[str, str]:
-    """The processor's environment: ours, the slot's extras and its GPU selection."""
-    env = {**os.environ, **slot.env}
+def slot_env(slot: Slot, passed: Sequence[str] = ()) -> dict[str, str]:
+    """The processor's environment: our ``BASE_ENV`` and ``passed`` variables (those set),
+    the slot's extras and its GPU selection."""
+    names = (*BASE_ENV, *passed)
+    env = {name: os.environ[name] for name in names if name in os.environ} | slot.env
     if slot.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, slot.gpus))
     return env
@@ -50,11 +90,17 @@ def slot_env(slot: Slot) -> dict[str, str]:
 class ExternalBackend:
     """Runs a configured processor program per phase."""
 
-    def __init__(self, argv: Sequence[str], timeouts_s: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        timeouts_s: dict[str, float] | None = None,
+        passed_env: Sequence[str] = (),
+    ) -> None:
         if not argv:
             raise PhaseError("backend 'external' needs a processor argv", retry=False)
         self.argv = list(argv)
         self.timeouts_s = timeouts_s or {}
+        self.passed_env = tuple(passed_env)
 
     def run(self, request: PhaseRequest, slot: Slot, cancelled: threading.Event) -> dict[str, Any]:
         timeout_s = self.timeouts_s.get(request.phase, DEFAULT_TIMEOUT_S)
@@ -62,14 +108,22 @@ class ExternalBackend:
         try:
             process = subprocess.Popen(
                 slot_argv(self.argv, slot), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=slot_env(slot), start_new_session=True,
+                stderr=subprocess.PIPE, env=slot_env(slot, self.passed_env), start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
             raise PhaseError(f"{what}: cannot start {self.argv[0]}: {exc}", retry=False) from None
-        stdout, stderr = self._communicate(process, request, timeout_s, cancelled, what)
+        payload = json.dumps(dataclasses.asdict(request)).encode()
+        stdout, printed, stderr = _exchange(process, payload, timeout_s, cancelled, what)
         tail = stderr.decode(errors="replace")[-STDERR_TAIL:].strip()
         if process.returncode != 0:
             raise PhaseError(f"{what}: processor exited {process.returncode}: {tail}", retry=True)
+        if printed > MAX_OUTPUT_BYTES:
+            raise PhaseError(
+                f"{what}: processor printed {printed} bytes of outputs, over the "
+                f"{MAX_OUTPUT_BYTES >> 10} KiB cap: write large outputs to files in the "
+                "sector's directory and report them under 'files'",
+                retry=False,
+            )
         try:
             outputs = json.loads(stdout)
         except ValueError:
@@ -81,26 +135,105 @@ class ExternalBackend:
             )
         if "error" in outputs:
             raise PhaseError(f"{what}: {outputs['error']}", retry=bool(outputs.get("retry")))
+        _check_files(request, outputs.get("files", {}), what)
         return outputs
 
-    @staticmethod
-    def _communicate(
-        process: subprocess.Popen[bytes],
-        request: PhaseRequest,
-        timeout_s: float,
-        cancelled: threading.Event,
-        what: str,
-    ) -> tuple[bytes, bytes]:
-        """Feed the request, collect the output; kill the group on timeout or cancel."""
-        payload: bytes | None = json.dumps(dataclasses.asdict(request)).encode()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return process.communicate(payload, timeout=POLL_S)
-            except subprocess.TimeoutExpired:
-                payload = None
-                if cancelled.is_set() or time.monotonic() > deadline:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.communicate()
+
+def _exchange(
+    process: subprocess.Popen[bytes],
+    payload: bytes,
+    timeout_s: float,
+    cancelled: threading.Event,
+    what: str,
+) -> tuple[bytes, int, bytes]:
+    """Write ``payload`` to the processor while reading what it prints, until it exits and
+    its pipes close: the first ``MAX_OUTPUT_BYTES`` + 1 bytes of stdout, how many it
+    printed, and the tail of stderr. A PhaseError on timeout or cancel, its group killed."""
+    deadline = time.monotonic() + timeout_s
+    stdin, out, err = process.stdin, process.stdout, process.stderr
+    assert stdin and out and err  # all three are pipes
+    view, sent = memoryview(payload), 0
+    stdout, printed, stderr = bytearray(), 0, bytearray()
+    exited_at: float | None = None
+    with selectors.DefaultSelector() as selector:
+        for pipe in (stdin, out, err):
+            os.set_blocking(pipe.fileno(), False)
+            selector.register(
+                pipe, selectors.EVENT_WRITE if pipe is stdin else selectors.EVENT_READ
+            )
+        try:
+            while process.poll() is None or selector.get_map():
+                now = time.monotonic()
+                if cancelled.is_set() or now > deadline:
+                    _kill_group(process)
                     reason = "cancelled" if cancelled.is_set() else f"timed out after {timeout_s}s"
-                    raise PhaseError(f"{what}: processor {reason}", retry=True) from None
+                    raise PhaseError(f"{what}: processor {reason}", retry=True)
+                if process.returncode is not None:
+                    exited_at = now if exited_at is None else exited_at
+                    if now - exited_at > EXIT_GRACE_S:  # a descendant holds the pipes
+                        _kill_group(process)
+                        break
+                for key, _ in selector.select(POLL_S):
+                    try:
+                        if key.fileobj is stdin:
+                            sent += os.write(key.fd, view[sent : sent + CHUNK])
+                            done = sent == len(view)
+                        else:
+                            data = os.read(key.fd, CHUNK)
+                            done = not data
+                            if key.fileobj is out:
+                                stdout += data[: MAX_OUTPUT_BYTES + 1 - len(stdout)]
+                                printed += len(data)
+                            else:
+                                stderr = (stderr + data)[-STDERR_TAIL:]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it stopped reading: its exit status tells why
+                        done = True
+                    if done:
+                        selector.unregister(key.fileobj)
+        finally:
+            for pipe in (stdin, out, err):
+                pipe.close()
+    return bytes(stdout), printed, bytes(stderr)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the processor's process group; reap the processor if it goes within REAP_S."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # the group is gone already
+    with contextlib.suppress(subprocess.TimeoutExpired):  # stuck in the kernel: left to Popen
+        process.wait(REAP_S)
+
+
+def _check_files(request: PhaseRequest, files: object, what: str) -> None:
+    """Check the artefacts an outputs' ``files`` reports: each under the sector's temp or
+    sealed directory, of its size and sha256 (see the module docstring)."""
+    if not isinstance(files, dict):
+        raise PhaseError(
+            f"{what}: files: not an object of name → entry: {files!r:.100}", retry=False
+        )
+    roots = [Path(path).resolve() for path in (request.temp_path, request.sealed_path) if path]
+    for name, entry in files.items():
+        field = f"files.{name}"
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("sha256"), str)
+            and SHA256.fullmatch(entry["sha256"])
+            and type(entry.get("bytes")) is int
+        ):
+            raise PhaseError(
+                f"{what}: {field}: not {{path, sha256 (hex), bytes}}: {entry!r:.200}", retry=False
+            )
+        path = Path(entry["path"]).resolve()
+        if not any(root in path.parents for root in roots):
+            shown = " or ".join(map(str, roots)) or "none (no temp or sealed path)"
+            raise PhaseError(
+                f"{what}: {field}.path {entry['path']!r} is not under the sector's "
+                f"directories: {shown}",
+                retry=False,
+            )
+        check_file(path, entry["bytes"], entry["sha256"], what)

@@ -4,6 +4,10 @@ files where a real sealer writes big ones, so routing and storage can be checked
 Each sector's scratch directory carries a ``.host`` marker naming the host that wrote it. A
 phase that reads scratch files on another host counts those bytes as ``cross_host_bytes``
 (a real farm would have to copy them over the network); sealpool's routing keeps it at 0.
+
+The paths come from the sector's record in Redis, so before touching one the backend checks
+that it resolves to ``<root>/<sector id>`` under one of the slot's temp (or, for Finalize's
+target, sealed) directories: a bad record can't make it write or delete anything else.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sealpool.backends.base import PhaseRequest, Slot
 from sealpool.config import Settings
 from sealpool.errors import PhaseError
+from sealpool.scratch_lease import check_scratch
 
 LAYERS = 11
 FILE_BYTES = 4096
@@ -25,10 +31,26 @@ CACHE_FILES = ("p_aux", "t_aux", "tree-r-last.dat")
 SCRATCH_BYTES = (1 + LAYERS + 3 + 1) * FILE_BYTES  # unsealed, layers, cache files, sealed
 SEALED_BYTES = (1 + 3) * FILE_BYTES  # sealed file and the cache files kept with it
 READS_SCRATCH = frozenset({"PreCommit1", "PreCommit2", "Commit1", "Finalize"})
+TOUCHES_SCRATCH = READS_SCRATCH | {"AddPiece"}
 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def sector_path(request: PhaseRequest, path: str, roots: Sequence[Path], role: str) -> Path:
+    """``path`` resolved, if it is ``<root>/<sector id>`` for one of ``roots``; else a
+    permanent PhaseError (nothing outside the slot's directories is written or deleted)."""
+    resolved = Path(path).resolve()
+    if resolved.name == request.sector_id and any(
+        resolved.parent == root.resolve() for root in roots
+    ):
+        return resolved
+    raise PhaseError(
+        f"{request.phase} of {request.sector_id}: refused {role} path {path!r}: not "
+        f"<{role} dir>/{request.sector_id} under this slot's {role} dirs",
+        retry=False,
+    )
 
 
 def _write(path: Path, seed: str) -> None:
@@ -44,12 +66,17 @@ class SimBackend:
         self.settings = settings
 
     def run(self, request: PhaseRequest, slot: Slot, cancelled: threading.Event) -> dict[str, Any]:
-        scratch = Path(request.temp_path)
+        if request.phase in TOUCHES_SCRATCH:
+            scratch = sector_path(request, request.temp_path, slot.temp_dirs, "temp")
+        else:
+            scratch = Path(request.temp_path)
         reads = request.phase in READS_SCRATCH
         cross_host = self._cross_host_bytes(scratch, slot) if reads else 0
         seconds = self.settings.wall_seconds(self.settings.phase_seconds.get(request.phase, 0))
         if cancelled.wait(seconds):
             raise PhaseError(f"{request.phase} of {request.sector_id} cancelled", retry=True)
+        if request.phase in TOUCHES_SCRATCH:
+            check_scratch(scratch, request.token, f"{request.phase} of {request.sector_id}")
         outputs = getattr(self, f"_{request.phase.lower()}")(request, scratch, slot)
         return {**outputs, "cross_host_bytes": cross_host, "host": slot.host}
 
@@ -95,7 +122,7 @@ class SimBackend:
     def _finalize(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
         if request.sealed_path is None:
             raise PhaseError(f"{request.sector_id}: Finalize needs a sealed path", retry=False)
-        target = Path(request.sealed_path)
+        target = sector_path(request, request.sealed_path, slot.sealed_dirs, "sealed")
         (target / "cache").mkdir(parents=True, exist_ok=True)
         shutil.move(scratch / "sealed", target / "sealed")
         for name in CACHE_FILES:

@@ -4,6 +4,9 @@ Calls used: ``Filecoin.ChainHead``, ``Filecoin.StateGetRandomnessFromTickets`` (
 ``Filecoin.StateGetRandomnessFromBeacon`` (seeds), ``Filecoin.MpoolPushMessage`` (the node
 signs and sends) and ``Filecoin.StateSearchMsg`` (landing). Message parameters are the CBOR
 bytes made by the proof processor, passed through as given.
+
+Errors name the method and the node's host only: the URL may carry a token, and these
+messages end up in sectors' histories.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import urllib.request
 from typing import Any
 
 from sealpool.chain.base import Message, MessageKind, RandomnessPurpose
-from sealpool.errors import ChainError
+from sealpool.errors import ChainError, ConfigError
+from sealpool.secrets import redact_url, url_host
 
 # Domain separation tags of Filecoin randomness.
 SEAL_RANDOMNESS = 5
@@ -50,6 +54,13 @@ class RpcChain:
     """Epochs, randomness and messages from a Filecoin node."""
 
     def __init__(self, url: str, token: str | None, miner: str, timeout_s: float = 30.0) -> None:
+        self.host = url_host(url)
+        netloc = url.partition("://")[2].split("/", 1)[0]
+        if not url.startswith(("http://", "https://")) or not self.host or self.host != netloc:
+            raise ConfigError(
+                f"chain_rpc_url {redact_url(url)!r} must be an http:// or https:// URL without "
+                "user info (the node's token goes in chain_rpc_token)"
+            )
         self.url = url
         self.token = token
         self.miner = miner
@@ -71,9 +82,11 @@ class RpcChain:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 reply = json.loads(response.read())
         except (OSError, ValueError) as exc:
-            raise ChainError(f"{method} at {self.url}: {exc}") from None
+            raise ChainError(f"{method} at {self.host}: {exc}") from None
         if reply.get("error"):
-            raise ChainError(f"{method}: {reply['error'].get('message', reply['error'])}")
+            error = reply["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise ChainError(f"{method} at {self.host}: {message}")
         return reply.get("result")
 
     def head(self) -> int:

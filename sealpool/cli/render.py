@@ -17,9 +17,14 @@ def emit(data: Any, as_json: bool, human: Callable[[Console], None]) -> None:
     """Print ``data`` (models, dataclasses, plain values) as one line of JSON, or let
     ``human`` draw it on a rich console."""
     if as_json:
-        click.echo(pydantic_core.to_json(data, fallback=str))
+        print_json(data)
     else:
         human(Console())
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as one line of JSON."""
+    click.echo(pydantic_core.to_json(data, fallback=str))
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

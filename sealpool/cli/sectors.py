@@ -11,6 +11,8 @@ from sealpool.cli.context import CliContext, pass_context
 from sealpool.cli.render import emit, json_option, table
 from sealpool.store import KINDS, WORK_PHASES, Sector, SectorState
 from sealpool.supervisor import actions
+from sealpool.supervisor.stuck import stuck_reason
+from sealpool.worker_profiles.slots import live_consumers
 
 _STATE = click.Choice([state.value for state in SectorState], case_sensitive=False)
 _PHASE = click.Choice([phase.value for phase in WORK_PHASES], case_sensitive=False)
@@ -23,13 +25,13 @@ def _when(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _row(sector: Sector) -> list[object]:
+def _row(sector: Sector, stuck: str | None = None) -> list[object]:
     attempts = sum(sector.attempts.values())
     return [
         sector.id,
         sector.kind,
         sector.state,
-        sector.status,
+        f"stuck: {stuck}" if stuck else sector.status,
         sector.priority,
         sector.host,
         attempts,
@@ -50,7 +52,7 @@ def group() -> None:
     "deal_ids",
     type=click.IntRange(0),
     multiple=True,
-    help="Deal id packed into the sector (repeatable).",
+    help="A waiting deal to pack into the deal sector (repeatable; see `deals list`).",
 )
 @click.option("--priority", type=click.IntRange(0, 9), help="0 is the most urgent.")
 @click.option("--request-id", help="Idempotency key: repeating it creates nothing new.")
@@ -65,7 +67,12 @@ def add(
     request_id: str | None,
     as_json: bool,
 ) -> None:
-    """Create sectors in the Pending state."""
+    """Create sectors in the Pending state. A deal sector takes the deals named (waiting
+    in `sealpool deals list`) into one sector; a CC sector takes none."""
+    if kind.lower() == "deal" and (not deal_ids or count != 1):
+        raise click.UsageError("--kind deal needs --deal-id (one or more) and --count 1")
+    if kind.lower() == "cc" and deal_ids:
+        raise click.UsageError("--deal-id is for --kind deal; a CC sector holds no deals")
     sectors = ctx.store.create_many(
         ctx.settings.miner,
         kind.lower(),
@@ -95,17 +102,24 @@ def add(
 @json_option
 @pass_context
 def list_(ctx: CliContext, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
-    """List sectors, most urgent first."""
-    sectors = ctx.store.list(
+    """List sectors, most urgent first; a queued sector no live worker can take is shown
+    as stuck."""
+    store, settings = ctx.store, ctx.settings
+    sectors = store.list(
         SectorState.parse(state) if state else None,
         kind.lower() if kind else None,  # type: ignore[arg-type]
         limit or None,
     )
+    consumers = live_consumers(store.client, store.prefix, 3 * settings.heartbeat_s)
+    stuck = {s.id: stuck_reason(s, consumers, settings.host_binding) for s in sectors}
     emit(
-        sectors,
+        [
+            {**s.model_dump(mode="json"), "stuck": stuck[s.id]} if stuck[s.id] else s
+            for s in sectors
+        ],
         as_json,
         lambda console: console.print(
-            table(f"{len(sectors)} sectors", _COLUMNS, [_row(s) for s in sectors])
+            table(f"{len(sectors)} sectors", _COLUMNS, [_row(s, stuck[s.id]) for s in sectors])
         ),
     )
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import time
 
 import click
+import redis
 from rich.console import Console
 
-from sealpool.cli.context import CliContext, pass_context
+from sealpool.cli.context import CliContext, long_running, pass_context
 from sealpool.cli.render import emit, json_option, table
 from sealpool.deals import DealBook
 from sealpool.exporter import PoolCollector
-from sealpool.supervisor import Supervisor
+from sealpool.supervisor import Supervisor, TickReport
+from sealpool.supervisor.loop import run_supervisor
 from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
 from sealpool.worker_profiles.model import parse_size
 from sealpool.worker_profiles.slots import live_slots, slot_reports
@@ -27,31 +31,51 @@ from sealpool.worker_profiles.slots import live_slots, slot_reports
     help="Name of this supervisor in history and leadership.",
 )
 @json_option
+@long_running
 @pass_context
 def supervisor(ctx: CliContext, ticks: int | None, name: str, as_json: bool) -> None:
-    """Keep the pool full, watch deadlines, recover sectors: tick until stopped."""
-    boss = Supervisor(ctx.runtime, name)
-    done = 0
+    """Keep the pool full, watch deadlines, recover sectors: tick until stopped. A Redis
+    outage is waited out (a line per retry), not a reason to exit."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    leading: list[bool] = []
+
+    def show(report: TickReport) -> None:
+        if as_json:
+            emit(report, True, lambda _console: None)
+        elif _eventful(report) or leading[-1:] != [report.leader]:
+            click.echo(_summary(report))
+        leading[:] = [report.leader]
+
+    boss = None
     try:
-        while ticks is None or done < ticks:
-            report = boss.tick()
-            done += 1
-            emit(
-                report,
-                as_json,
-                lambda c, r=report: c.print(
-                    f"{'leader' if r.leader else 'standby'}: started {len(r.started)}, took over "
-                    f"{len(r.took_over)}, restarted {len(r.restarted)}, re-ticketed "
-                    f"{len(r.reticketed)}, aborted {len(r.aborted)}, raised {len(r.prioritized)} "
-                    f"({1000 * r.seconds:.1f} ms)"
-                ),
-            )
-            if ticks is None or done < ticks:
-                time.sleep(ctx.settings.tick_s)
+        boss = run_supervisor(
+            lambda: Supervisor(ctx.runtime, name), ctx.settings.tick_s, show, ticks
+        )
     except KeyboardInterrupt:
         pass
     finally:
-        boss.lease.resign()
+        if boss is not None:
+            with contextlib.suppress(redis.RedisError):
+                boss.lease.resign()
+
+
+def _eventful(report: TickReport) -> bool:
+    """Whether the tick did anything (idle ticks print nothing)."""
+    return any(
+        getattr(report, name)
+        for name in ("started", "took_over", "redispatched", "restarted", "failed",
+                     "reticketed", "aborted", "prioritized")
+    )  # fmt: skip
+
+
+def _summary(report: TickReport) -> str:
+    return (
+        f"{'leader' if report.leader else 'standby'}: started {len(report.started)}, took over "
+        f"{len(report.took_over)}, re-sent {len(report.redispatched)}, restarted "
+        f"{len(report.restarted)}, failed {len(report.failed)}, re-ticketed "
+        f"{len(report.reticketed)}, aborted {len(report.aborted)}, raised "
+        f"{len(report.prioritized)} ({1000 * report.seconds:.1f} ms)"
+    )
 
 
 @click.group("deals")
@@ -139,6 +163,7 @@ def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
 @click.command("exporter")
 @click.option("--port", type=click.IntRange(1, 65535), default=9464, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True)
+@long_running
 @pass_context
 def exporter(ctx: CliContext, port: int, address: str) -> None:
     """Serve the pool's Prometheus metrics until stopped."""

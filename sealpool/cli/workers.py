@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import time
+import os
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from sealpool.cli.context import CliContext, pass_context
-from sealpool.cli.render import emit, json_option, table
+from sealpool.cli.context import CliContext, long_running, pass_context
+from sealpool.cli.render import emit, json_option, print_json, table
+from sealpool.config import CONFIG_ENV, setting_sources
+from sealpool.connection import connect
 from sealpool.errors import ConfigError
+from sealpool.worker_profiles.effective import apply_profile, profile_sources
 from sealpool.worker_profiles.launcher import run_workers
 from sealpool.worker_profiles.model import load_profile
 from sealpool.worker_profiles.plan import plan_profile
-from sealpool.worker_profiles.slots import slot_reports
+from sealpool.worker_profiles.slots import server_ms, slot_reports
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 
@@ -31,9 +35,24 @@ def profile_group() -> None:
 @profile_group.command()
 @click.argument("file", type=_FILE)
 @json_option
-def check(file: Path, as_json: bool) -> None:
-    """Resolve FILE on this machine: every slot's cores, GPUs and paths, or what is wrong."""
-    plan = plan_profile(load_profile(file), file)
+@pass_context
+def check(ctx: CliContext, file: Path, as_json: bool) -> None:
+    """Resolve FILE on this machine: every slot's cores, GPUs and paths, and where each
+    setting comes from (profile, env, config file, default), or what is wrong."""
+    try:
+        profile = load_profile(file)
+        settings, effective = apply_profile(ctx.settings, profile, file)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        print_json({"file": str(file), "errors": str(exc).splitlines()})
+        raise click.exceptions.Exit(1) from None
+    plan = plan_profile(effective, file)
+    sources = profile_sources(profile, setting_sources(ctx.config_file, **ctx.overrides))
+    shown = {
+        name: {"value": getattr(settings, name), "source": source}
+        for name, source in sources.items()
+    }
 
     def human(console: Console) -> None:
         console.print(
@@ -53,21 +72,41 @@ def check(file: Path, as_json: bool) -> None:
                 [[p.role, p.path, p.capacity, p.free] for p in plan.storage],
             )
         )
+        settings_table = table(
+            "settings",
+            ["setting", "value", "from"],
+            [[name, _setting(each["value"]), each["source"]] for name, each in shown.items()],
+        )
+        settings_table.columns[1].overflow = "fold"  # paths and argv in full
+        console.print(settings_table)
 
-    if as_json or not plan.errors:
-        emit(plan, as_json, human)
-    if plan.errors:
+    if plan.errors and not as_json:
         raise ConfigError("\n".join(plan.errors))
+    emit({"file": str(file), **asdict(plan), "settings": shown}, as_json, human)
+    if plan.errors:
+        raise click.exceptions.Exit(1)
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "-"
+    return str(value)
 
 
 @click.command("worker")
 @click.option(
     "--profile", "profile_file", type=_FILE, required=True, help="TOML profile of this machine."
 )
+@long_running
 @pass_context
 def worker(ctx: CliContext, profile_file: Path) -> None:
     """Run this machine's Celery workers as its profile says, until SIGTERM."""
-    raise SystemExit(run_workers(profile_file, ctx.settings.key_prefix))
+    settings = ctx.pool_settings
+    if ctx.config_file:  # the launcher's check and the phase processes read it from there
+        os.environ[CONFIG_ENV] = str(ctx.config_file.resolve())
+    client = connect(settings)  # an unreachable pool is one clear line here, not in each worker
+    env = {"SEALPOOL_REDIS_URL": str(settings.redis_url)}
+    run_workers(profile_file, settings.key_prefix, client, env)
 
 
 @click.command("workers")
@@ -76,7 +115,7 @@ def worker(ctx: CliContext, profile_file: Path) -> None:
 def workers(ctx: CliContext, as_json: bool) -> None:
     """Every slot of every host: idle, busy (which sector) or lost, and its busy share."""
     reports = slot_reports(ctx.store.client, ctx.settings.key_prefix)
-    now = time.time() * 1000
+    now = server_ms(ctx.store.client)
 
     def human(console: Console) -> None:
         rows = [

@@ -16,7 +16,9 @@ from sealpool.backends import SECTOR_BYTES, PhaseRequest, Slot
 from sealpool.chain import Message, MessageKind
 from sealpool.config import EPOCH_SECONDS, Settings
 from sealpool.errors import ChainError, PhaseError
+from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
+from sealpool.scratch_lease import stamp_scratch
 from sealpool.sealing_tasks.lease_keeper import LeaseKeeper
 from sealpool.storage import roomiest, sector_dir
 from sealpool.store import Randomness, Sector, SectorState
@@ -43,7 +45,8 @@ class PhaseContext:
         return {"outputs": {**self.sector.outputs, self.phase.value: outputs}}
 
     def compute(self, **changes: Any) -> dict[str, Any]:
-        """Run the backend for this phase (with ``changes`` to the request)."""
+        """Run the backend for this phase (with ``changes`` to the request), the sector's
+        scratch stamped with this attempt's token first."""
         sector = self.sector
         request = PhaseRequest(
             sector_id=sector.id, miner=sector.miner, number=sector.number,
@@ -51,11 +54,19 @@ class PhaseContext:
             temp_path=sector.temp_path or "", sealed_path=sector.sealed_path,
             ticket=sector.ticket.model_dump() if sector.ticket else None,
             seed=sector.seed.model_dump() if sector.seed else None,
-            deal_ids=sector.deal_ids, inputs=sector.outputs,
+            deal_ids=sector.deal_ids, inputs=sector.outputs, token=self.keeper.lease.token,
         )  # fmt: skip
-        return self.runtime.backend.run(
-            replace(request, **changes), self.slot, self.keeper.cancelled
-        )
+        request = replace(request, **changes)
+        if self.phase in TEMP_PHASES and (scratch := self._scratch(request.temp_path)):
+            stamp_scratch(scratch, request.token, f"{self.phase} of {sector.id}")
+        return self.runtime.backend.run(request, self.slot, self.keeper.cancelled)
+
+    def _scratch(self, temp_path: str) -> Path | None:
+        """The sector's scratch directory, if ``temp_path`` is one under the slot's roots."""
+        for root in self.slot.temp_dirs:
+            if temp_path and Path(temp_path).resolve() == sector_dir(root, self.sector.id):
+                return Path(temp_path)
+        return None
 
 
 def add_piece(ctx: PhaseContext) -> dict[str, Any]:
@@ -156,15 +167,12 @@ def send_and_wait(ctx: PhaseContext, kind: MessageKind, params: str) -> tuple[st
     raise PhaseError(f"{sector.id}: stopped while waiting for {kind}", retry=True)
 
 
-def seed_ready_epoch(runtime: Runtime, sector: Sector) -> int:
-    """The epoch from which the sector's seed may be used (seed epoch + confidence)."""
-    return sector.outputs["PreCommitting"]["seed_epoch"] + runtime.settings.seed_confidence
-
-
-def seed_wait_s(runtime: Runtime, sector: Sector) -> float:
-    """Wall seconds until the sector's seed may be used (0 once it may), at most
-    ``SEED_POLL_MAX_S``: a WaitSeed message sent with this delay finds its seed ready."""
-    epochs_left = seed_ready_epoch(runtime, sector) - runtime.chain.head()
+def seed_wait_s(runtime: Runtime, seed_epoch: int) -> float:
+    """Wall seconds until a seed of ``seed_epoch`` may be used (0 once it may: past the
+    epoch plus ``seed_confidence``), at most ``SEED_POLL_MAX_S``: a WaitSeed message sent
+    with this delay finds its seed ready."""
+    ready = seed_epoch + runtime.settings.seed_confidence
+    epochs_left = ready - runtime.chain.head()
     wait_s = runtime.settings.wall_seconds(max(0, epochs_left) * EPOCH_SECONDS)
     return min(wait_s, SEED_POLL_MAX_S)
 

@@ -65,6 +65,14 @@ class Sector(BaseModel):
     outputs: dict[str, Any] = Field(
         default_factory=dict, description="Outputs of the phases so far (commitments, proofs)."
     )
+    msg_id: str | None = Field(
+        default=None, description="Id of the queued phase's live message (its Celery task id)."
+    )
+    msg_at_ms: int | None = Field(default=None, description="When that message may run.")
+    msg_sent_ms: int | None = Field(default=None, description="When it went to the broker.")
+    msg_holder: str | None = Field(
+        default=None, description="The worker process (host|phase) holding it for a countdown."
+    )
     created_ms: int
     updated_ms: int
     version: int = 0

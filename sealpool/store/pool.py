@@ -18,7 +18,7 @@ claim returns None: the phase never runs twice at once.
 from __future__ import annotations
 
 import heapq
-import time
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,8 +26,16 @@ from typing import Any
 
 import redis
 
-from sealpool.errors import ChangedMeanwhile, IllegalTransition, SectorNotFound, StaleToken
+from sealpool.errors import (
+    ChangedMeanwhile,
+    DealTaken,
+    IllegalTransition,
+    NotLeader,
+    SectorNotFound,
+    StaleToken,
+)
 from sealpool.store import scripts
+from sealpool.store.keys import KINDS, PoolKeys
 from sealpool.store.model import Sector, SectorKind, encode_fields, parse_sector_id
 from sealpool.store.states import (
     TERMINAL,
@@ -38,9 +46,10 @@ from sealpool.store.states import (
     status_on_entry,
 )
 
-KINDS: tuple[SectorKind, ...] = ("deal", "cc")
 DEFAULT_PRIORITY: dict[str, int] = {"deal": 2, "cc": 5}
 _READ_BATCH = 2000
+_FIRST_INDEX_KEY = 7  # state indexes follow the six common keys of a state-changing script
+UNACKED_KEY = "unacked"  # kombu's Redis transport: messages delivered, not yet acknowledged
 
 
 @dataclass(frozen=True)
@@ -85,33 +94,21 @@ class SectorStore:
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.keys = PoolKeys(prefix)
         self.lease_s = lease_s
         self.request_id_ttl_s = request_id_ttl_s
         self._create = client.register_script(scripts.CREATE)
+        self._start = client.register_script(scripts.START)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
+        self._finish_lua = client.register_script(scripts.FINISH)
+        self._take_over = client.register_script(scripts.TAKE_OVER)
         self._move = client.register_script(scripts.MOVE)
+        self._sent = client.register_script(scripts.SENT)
+        self._reissue = client.register_script(scripts.REISSUE)
+        self._held = client.register_script(scripts.HELD)
         self._prioritize = client.register_script(scripts.PRIORITIZE)
-
-    # -- keys -------------------------------------------------------------------------
-
-    def _sector_key(self, sector_id: str) -> str:
-        parse_sector_id(sector_id)
-        return f"{self.prefix}:sector:{sector_id}"
-
-    def _history_key(self, sector_id: str) -> str:
-        return f"{self.prefix}:history:{sector_id}"
-
-    def _index_key(self, state: SectorState, kind: str) -> str:
-        return f"{self.prefix}:state:{state.value}:{kind}"
-
-    @property
-    def _leases_key(self) -> str:
-        return f"{self.prefix}:leases"
-
-    @property
-    def _deadlines_key(self) -> str:
-        return f"{self.prefix}:deadlines"
+        self._in_broker = client.register_script(scripts.IN_BROKER)
 
     # -- creating -----------------------------------------------------------------------
 
@@ -124,10 +121,18 @@ class SectorStore:
         priority: int | None = None,
         request_id: str | None = None,
         actor: str = "sealpool",
+        leader: str | None = None,
     ) -> Sector:
         """Create one Pending sector; a repeated ``request_id`` returns the first one."""
         return self.create_many(
-            miner, kind, 1, deal_ids=deal_ids, priority=priority, request_id=request_id, actor=actor
+            miner,
+            kind,
+            1,
+            deal_ids=deal_ids,
+            priority=priority,
+            request_id=request_id,
+            actor=actor,
+            leader=leader,
         )[0]
 
     def create_many(
@@ -140,48 +145,72 @@ class SectorStore:
         priority: int | None = None,
         request_id: str | None = None,
         actor: str = "sealpool",
+        leader: str | None = None,
     ) -> list[Sector]:
-        """Create ``count`` Pending sectors in one round trip, idempotent per ``request_id``.
+        """Create ``count`` Pending sectors, idempotent per ``request_id``.
 
         The i-th sector is deduplicated under ``<request_id>/<i>``, so retrying the same
-        request after a lost reply creates nothing new and returns the same sectors.
+        request after a lost reply creates nothing new and returns the same sectors. Deals
+        go into the (single) sector in the same atomic step that takes them off the waiting
+        list: DealTaken when one of them is no longer waiting. With ``leader`` (the leading
+        supervisor's ``"<token> <name>"``) nothing is created unless it still leads.
         """
         parse_sector_id(f"{miner}-0")
         if kind not in KINDS:
             raise ValueError(f"unknown sector kind {kind!r}; expected deal or cc")
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
+        deals = sorted(set(deal_ids))
+        if deals and count != 1:
+            raise ValueError("deals go into one sector at a time")
         request_id = request_id or uuid.uuid4().hex
         priority = DEFAULT_PRIORITY[kind] if priority is None else priority
-        extra = encode_fields({"deal_ids": list(deal_ids)})
+        first = self.client.incrby(self.keys.sequence(miner), count) - count + 1
         pipe = self.client.pipeline(transaction=False)
         for index in range(count):
+            sector_id = f"{miner}-{first + index}"
+            request = {
+                "id": sector_id, "miner": miner, "number": str(first + index), "kind": kind,
+                "priority": priority, "actor": actor, "ttl_s": self.request_id_ttl_s,
+                "deal_ids": [str(deal) for deal in deals], "deals": json.dumps(deals),
+                "leader": leader,
+            }  # fmt: skip
             self._create(
-                keys=[f"{self.prefix}:request:{request_id}/{index}", f"{self.prefix}:seq:{miner}"],
-                args=[
-                    self.prefix,
-                    miner,
-                    kind,
-                    priority,
-                    self.request_id_ttl_s,
-                    actor,
-                    SectorState.PENDING.value,
-                    *_pairs(extra),
+                keys=[
+                    self.keys.sector(sector_id),
+                    self.keys.history(sector_id),
+                    self.keys.request(f"{request_id}/{index}"),
+                    self.keys.index(SectorState.PENDING, kind),
+                    self.keys.deals_waiting,
+                    self.keys.deal_sectors,
+                    self.keys.leader,
                 ],
+                args=[_request(request)],
                 client=pipe,
             )
-        ids = [sector_id for sector_id, _created in pipe.execute()]
+        ids = []
+        for outcome, detail in pipe.execute():
+            if not outcome:
+                raise (NotLeader if detail == "not the leader" else DealTaken)(
+                    f"no sector created: {detail}"
+                )
+            ids.append(detail)
         return self.get_many(ids)
 
     # -- reading ------------------------------------------------------------------------
 
+    def now_ms(self) -> int:
+        """The Redis server's clock (ms): the one clock every stored time comes from."""
+        seconds, micros = self.client.time()
+        return seconds * 1000 + micros // 1000
+
     def last_number(self, miner: str) -> int:
         """The highest sector number given to ``miner`` so far (0 before the first)."""
-        return int(self.client.get(f"{self.prefix}:seq:{miner}") or 0)
+        return int(self.client.get(self.keys.sequence(miner)) or 0)
 
     def get(self, sector_id: str) -> Sector:
         """The sector with ``sector_id``; SectorNotFound if there is none."""
-        fields = self.client.hgetall(self._sector_key(sector_id))
+        fields = self.client.hgetall(self.keys.sector(sector_id))
         if not fields:
             raise SectorNotFound(f"no sector {sector_id!r} in pool {self.prefix!r}")
         return Sector.from_hash(fields)
@@ -193,7 +222,7 @@ class SectorStore:
         for start in range(0, len(ids), _READ_BATCH):
             pipe = self.client.pipeline(transaction=False)
             for sector_id in ids[start : start + _READ_BATCH]:
-                pipe.hgetall(self._sector_key(sector_id))
+                pipe.hgetall(self.keys.sector(sector_id))
             sectors.extend(Sector.from_hash(fields) for fields in pipe.execute() if fields)
         return sectors
 
@@ -205,7 +234,7 @@ class SectorStore:
         stop = -1 if limit is None else limit - 1
         pipe = self.client.pipeline(transaction=False)
         for each in kinds:
-            pipe.zrange(self._index_key(state, each), 0, stop, withscores=True)
+            pipe.zrange(self.keys.index(state, each), 0, stop, withscores=True)
         merged = heapq.merge(*pipe.execute(), key=lambda member: member[1])
         ids = [sector_id for sector_id, _score in merged]
         return ids if limit is None else ids[:limit]
@@ -231,7 +260,7 @@ class SectorStore:
         pairs = [(state, kind) for state in SectorState for kind in KINDS]
         pipe = self.client.pipeline(transaction=False)
         for state, kind in pairs:
-            pipe.zcard(self._index_key(state, kind))
+            pipe.zcard(self.keys.index(state, kind))
         counts: dict[SectorState, dict[str, int]] = {state: {} for state in SectorState}
         for (state, kind), count in zip(pairs, pipe.execute(), strict=True):
             counts[state][kind] = count
@@ -242,32 +271,16 @@ class SectorStore:
         self.get(sector_id)
         return [
             HistoryEntry(int(f["at"]), f["actor"], f["event"], f["from"], f["to"], f["detail"])
-            for _id, f in self.client.xrange(self._history_key(sector_id))
+            for _id, f in self.client.xrange(self.keys.history(sector_id))
         ]
-
-    def note(self, sector_id: str, state: SectorState, actor: str, event: str, detail: str) -> None:
-        """Append an event that changes no state (a dispatch) to the history of a sector in
-        ``state``."""
-        self.client.xadd(
-            self._history_key(sector_id),
-            {
-                "at": int(time.time() * 1000),
-                "actor": actor,
-                "event": event,
-                "from": state.value,
-                "to": state.value,
-                "detail": detail,
-            },
-        )
 
     def near_deadline(self, before_epoch: int) -> list[str]:
         """Ids of live sectors whose earliest deadline falls at or before ``before_epoch``."""
-        return self.client.zrangebyscore(self._deadlines_key, "-inf", before_epoch)
+        return self.client.zrangebyscore(self.keys.deadlines, "-inf", before_epoch)
 
     def expired_leases(self) -> list[str]:
         """Ids of sectors whose running phase lost its lease (worker dead or hung)."""
-        now_s, now_us = self.client.time()
-        return self.client.zrangebyscore(self._leases_key, "-inf", now_s * 1000 + now_us // 1000)
+        return self.client.zrangebyscore(self.keys.leases, "-inf", self.now_ms())
 
     # -- leases -------------------------------------------------------------------------
 
@@ -278,23 +291,24 @@ class SectorStore:
         worker: str,
         lease_s: float | None = None,
         host: str | None = None,
+        message: str | None = None,
     ) -> Claim | None:
-        """Take the lease on ``phase`` of the sector, or None when it can't be had.
+        """Take the lease on the queued ``phase`` of the sector, or None when it can't be had.
 
-        It can be had when the sector is in ``phase`` and the phase is queued, or running
-        under a lease that has expired. Each success returns a new, larger fencing token.
-        With ``host`` (phases that touch temp files) an unbound sector is bound to that
-        host, and a sector bound to another host is refused.
+        ``message`` is the id of the message that asked for the phase: a message the store
+        has since replaced (re-sent, re-prioritised) claims nothing. Each success returns a
+        new, larger fencing token. With ``host`` (phases that touch temp files) an unbound
+        sector is bound to that host, and a sector bound to another host is refused.
         """
-        lease_ms = int(1000 * (lease_s or self.lease_s))
+        request = {
+            "phase": phase.value,
+            "worker": worker,
+            "lease_ms": int(1000 * (lease_s or self.lease_s)),
+            "host": host or "",
+            "msg": message or "",
+        }
         token, expires, *record = self._claim(
-            keys=[
-                self._sector_key(sector_id),
-                f"{self.prefix}:fence",
-                self._leases_key,
-                self._history_key(sector_id),
-            ],
-            args=[phase.value, worker, lease_ms, host or ""],
+            keys=[*self._common_keys(sector_id), self.keys.fence], args=[_request(request)]
         )
         if not token:
             return None
@@ -308,94 +322,51 @@ class SectorStore:
     ) -> Lease:
         """Extend the lease, saving ``updates`` with it (progress such as a sent message).
 
-        StaleToken when another claim (or a move) has ended the lease.
+        StaleToken when another claim (or a move) has ended the lease, or it has expired.
         """
         lease_ms = int(1000 * (lease_s or self.lease_s))
         expires = self._renew(
-            keys=[self._sector_key(lease.sector_id), self._leases_key],
-            args=[lease.token, lease_ms, *_pairs(encode_fields(dict(updates or {})))],
+            keys=[self.keys.sector(lease.sector_id), self.keys.leases],
+            args=[lease.token, lease_ms, json.dumps(encode_fields(dict(updates or {})))],
         )
-        if not expires:
-            raise StaleToken(f"{lease.sector_id}: token {lease.token} no longer holds the lease")
+        if isinstance(expires, list):
+            raise StaleToken(f"{lease.sector_id}: token {lease.token}: {expires[1]}")
         return Lease(lease.sector_id, lease.phase, lease.worker, lease.token, int(expires))
 
     def complete(
-        self, lease: Lease, updates: Mapping[str, Any] | None = None, detail: str = ""
+        self,
+        lease: Lease,
+        updates: Mapping[str, Any] | None = None,
+        detail: str = "",
+        delay_s: float = 0.0,
     ) -> Sector:
-        """Finish the leased phase: the sector moves on to the next state, queued there.
-        Returns the record as the move left it."""
-        moved = self._apply_move(
-            lease.sector_id,
+        """Finish the leased phase: the sector moves on to the next state, queued there
+        (its message due in ``delay_s``). Returns the record as the move left it."""
+        return self._finish(
+            lease,
             next_state(lease.phase),
-            actor=lease.worker,
             event="complete",
             detail=detail,
-            updates=updates,
-            lease=lease,
-            record=True,
+            updates={"last_error": None, **(updates or {})},
+            delay_s=delay_s,
         )
-        return _sector(moved)
 
-    def fail(self, lease: Lease, error: str, *, retry: bool) -> SectorState:
-        """Record a failed attempt: requeue the phase when ``retry``, else move to Failed."""
-        target = lease.phase if retry else SectorState.FAILED
-        self._apply_move(
-            lease.sector_id,
-            target,
-            actor=lease.worker,
+    def fail(self, lease: Lease, error: str, *, retry: bool, delay_s: float = 0.0) -> Sector:
+        """Record a failed attempt: queue the phase again (due in ``delay_s``) when
+        ``retry``, else move to Failed. Returns the record as the move left it."""
+        return self._finish(
+            lease,
+            lease.phase if retry else SectorState.FAILED,
             event="retry" if retry else "fail",
             detail=error,
             updates={"last_error": error, "failed_phase": None if retry else lease.phase.value},
-            lease=lease,
-            sources=[lease.phase],
+            delay_s=delay_s,
         )
-        return target
 
     def release(self, lease: Lease, reason: str = "handed back") -> Sector:
         """Give the phase back unfinished (worker shutting down): it is queued again.
         Returns the record as the move left it."""
-        moved = self._apply_move(
-            lease.sector_id,
-            lease.phase,
-            actor=lease.worker,
-            event="release",
-            detail=reason,
-            lease=lease,
-            sources=[lease.phase],
-            record=True,
-        )
-        return _sector(moved)
-
-    # -- unfenced moves (operator, supervisor) --------------------------------------------
-
-    def move(
-        self,
-        sector_id: str,
-        target: SectorState,
-        *,
-        actor: str,
-        event: str = "move",
-        detail: str = "",
-        updates: Mapping[str, Any] | None = None,
-        expected_version: int | None = None,
-    ) -> Sector:
-        """Move the sector to ``target`` if the state machine allows it from where it is.
-
-        With ``expected_version`` the move happens only if the sector is still at that
-        version (the caller decided on a record it read), else ChangedMeanwhile.
-        """
-        condition = "" if expected_version is None else f"={expected_version}"
-        moved = self._apply_move(
-            sector_id,
-            target,
-            actor=actor,
-            event=event,
-            detail=detail,
-            updates=updates,
-            condition=condition,
-            record=True,
-        )
-        return _sector(moved)
+        return self._finish(lease, lease.phase, event="release", detail=reason)
 
     def take_over(
         self,
@@ -414,99 +385,228 @@ class SectorStore:
         """
         if sector.lease_token is None or sector.status is not PhaseStatus.RUNNING:
             return None
-        lease = Lease(
-            sector.id,
-            sector.state,
-            sector.lease_owner or "",
-            sector.lease_token,
-            sector.lease_expires_ms or 0,
+        request = self._move_request(
+            {sector.state}, target, actor, "take-over", detail, updates, record=True
         )
-        try:
-            moved = self._apply_move(
-                sector.id,
-                target,
-                actor=actor,
-                event="take-over",
-                detail=detail,
-                updates=updates,
-                lease=lease,
-                condition="expired",
-                sources=allowed_sources(target) | ({target} & {sector.state}),
-                record=True,
-            )
-        except StaleToken:
-            return None
-        return _sector(moved)
+        request["token"] = str(sector.lease_token)
+        outcome = self._transition(self._take_over, sector.id, request)
+        return None if outcome is None else _sector(outcome)
 
-    def prioritize(self, sector_id: str, priority: int, actor: str, reason: str) -> bool:
-        """Give the sector a new priority (0 = most urgent); False if it had it already."""
-        return bool(
-            self._prioritize(
-                keys=[self._sector_key(sector_id), self._history_key(sector_id)],
-                args=[self.prefix, priority, actor, reason],
-            )
+    # -- moves by the supervisor and operators -------------------------------------------
+
+    def start(self, sector_id: str, *, actor: str, leader: str | None = None) -> Sector:
+        """Move a Pending sector into AddPiece, queued: the one way into the pipeline.
+
+        IllegalTransition when it was started already; with ``leader`` (the leading
+        supervisor's ``"<token> <name>"``), NotLeader once the caller no longer leads.
+        """
+        request = self._move_request(
+            {SectorState.PENDING}, SectorState.ADD_PIECE, actor, "start", "", None, record=True
         )
+        request["leader"] = leader
+        outcome = self._transition(
+            self._start, sector_id, request, extra_keys=[self.keys.leader, self.keys.last_start]
+        )
+        assert outcome is not None
+        return _sector(outcome)
 
-    def count(self, name: str, amount: int = 1) -> None:
-        """Add to one of the pool's counters (re-tickets, take-overs, …)."""
-        self.client.hincrby(f"{self.prefix}:counters", name, amount)
-
-    def counters(self) -> dict[str, int]:
-        """The pool's counters."""
-        return {k: int(v) for k, v in self.client.hgetall(f"{self.prefix}:counters").items()}
-
-    def _apply_move(
+    def move(
         self,
         sector_id: str,
         target: SectorState,
         *,
         actor: str,
+        event: str = "move",
+        detail: str = "",
+        updates: Mapping[str, Any] | None = None,
+        sources: Iterable[SectorState] | None = None,
+        expected_version: int | None = None,
+        delay_s: float = 0.0,
+    ) -> Sector:
+        """Move the sector to ``target`` from one of ``sources`` (by default every state the
+        state machine allows it from); the record as the move left it.
+
+        With ``expected_version`` the move happens only if the sector is still at that
+        version (the caller decided on a record it read), else ChangedMeanwhile. A move to
+        the state the sector is in needs it: without, it is refused as illegal.
+        """
+        allowed = allowed_sources(target) if sources is None else frozenset(sources)
+        if expected_version is None:
+            allowed = allowed - {target}
+        request = self._move_request(
+            allowed, target, actor, event, detail, updates, delay_s=delay_s, record=True
+        )
+        request["version"] = expected_version
+        outcome = self._transition(self._move, sector_id, request)
+        assert outcome is not None
+        return _sector(outcome)
+
+    def prioritize(self, sector_id: str, priority: int, actor: str, reason: str) -> Sector | None:
+        """Give the sector a new priority (0 = most urgent); the record, with a new message
+        for a queued phase, or None if it had that priority already."""
+        sector = self.get(sector_id)
+        flat = self._prioritize(
+            keys=[
+                *self._common_keys(sector_id),
+                self.keys.index(sector.state, sector.kind),
+            ],
+            args=[priority, actor, reason],
+        )
+        return _sector(flat) if flat else None
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the pool's counters (re-tickets, take-overs, …)."""
+        self.client.hincrby(self.keys.counters, name, amount)
+
+    def counters(self) -> dict[str, int]:
+        """The pool's counters."""
+        return {k: int(v) for k, v in self.client.hgetall(self.keys.counters).items()}
+
+    # -- messages -----------------------------------------------------------------------
+
+    def message_sent(self, sector: Sector, detail: str) -> bool:
+        """Record that the sector's current message went to the broker; False when the
+        message was replaced meanwhile (the send was in vain, and harmless)."""
+        return bool(
+            self._sent(
+                keys=self._common_keys(sector.id),
+                args=[sector.msg_id or "", sector.state.value, detail],
+            )
+        )
+
+    def message_held(self, sector_id: str, message: str, holder: str) -> bool:
+        """Record that ``holder`` (``<host>|<phase>``) took ``message`` to run it when its
+        countdown ends; False when the message is no longer the sector's."""
+        return bool(self._held(keys=[self.keys.sector(sector_id)], args=[message, holder]))
+
+    def reissue(self, sector_id: str, message: str, delay_s: float, why: str) -> Sector | None:
+        """Replace ``message`` of a queued phase by a new one due in ``delay_s``; None when
+        ``message`` is no longer the sector's (someone replaced or claimed it first)."""
+        flat = self._reissue(
+            keys=self._common_keys(sector_id), args=[message, int(delay_s * 1000), why]
+        )
+        return _sector(flat) if flat else None
+
+    def outbox(self, due_before_ms: int) -> list[str]:
+        """Ids of queued phases whose message is still to be sent, due before the time."""
+        return self.client.zrangebyscore(self.keys.outbox, "-inf", due_before_ms)
+
+    def unclaimed(self, due_before_ms: int) -> list[str]:
+        """Ids of queued phases whose message was sent, due before the time, and is not
+        claimed yet (it waits in a queue, or the broker lost it)."""
+        return self.client.zrangebyscore(self.keys.unclaimed, "-inf", due_before_ms)
+
+    def recheck_unclaimed(self, sector_ids: Iterable[str], at_ms: int) -> None:
+        """Look at these unclaimed messages again from ``at_ms`` (they wait in a queue)."""
+        mapping = {sector_id: at_ms for sector_id in sector_ids}
+        if mapping:
+            self.client.zadd(self.keys.unclaimed, mapping, xx=True)
+
+    def in_broker(self, message_ids: Iterable[str], queue_lists: Iterable[str]) -> set[str]:
+        """The message ids found in the broker: in these queue lists, or delivered and not
+        yet acknowledged (taken by a worker, or a countdown held in its timer)."""
+        ids = list(message_ids)
+        if not ids:
+            return set()
+        return set(self._in_broker(keys=[UNACKED_KEY, *queue_lists], args=ids))
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _common_keys(self, sector_id: str) -> list[str]:
+        keys = self.keys
+        return [
+            keys.sector(sector_id),
+            keys.history(sector_id),
+            keys.leases,
+            keys.deadlines,
+            keys.outbox,
+            keys.unclaimed,
+        ]
+
+    def _finish(
+        self,
+        lease: Lease,
+        target: SectorState,
+        *,
         event: str,
         detail: str,
         updates: Mapping[str, Any] | None = None,
-        lease: Lease | None = None,
-        sources: Iterable[SectorState] | None = None,
-        condition: str = "",
+        delay_s: float = 0.0,
+    ) -> Sector:
+        request = self._move_request(
+            {lease.phase}, target, lease.worker, event, detail, updates, delay_s, record=True
+        )
+        request.update(token=str(lease.token), phase=lease.phase.value)
+        outcome = self._transition(self._finish_lua, lease.sector_id, request)
+        if outcome is None:
+            raise StaleToken(
+                f"{lease.sector_id}: token {lease.token} no longer holds {lease.phase}"
+            )
+        return _sector(outcome)
+
+    def _move_request(
+        self,
+        sources: Iterable[SectorState],
+        target: SectorState,
+        actor: str,
+        event: str,
+        detail: str,
+        updates: Mapping[str, Any] | None,
+        delay_s: float = 0.0,
+        *,
         record: bool = False,
-    ) -> list[str]:
-        """Run MOVE; the record's flat field-value list after it when ``record``, else []."""
-        allowed = allowed_sources(target) if sources is None else frozenset(sources)
+    ) -> dict[str, Any]:
         status = status_on_entry(target)
-        moved, reason, current = self._move(
-            keys=[
-                self._sector_key(sector_id),
-                self._history_key(sector_id),
-                self._leases_key,
-                self._deadlines_key,
-            ],
-            args=[
-                self.prefix,
-                lease.token if lease else "",
-                lease.phase.value if lease else "",
-                target.value,
-                status.value if status else "",
-                ",".join(state.value for state in allowed),
-                "1" if target in TERMINAL else "0",
-                actor,
-                event,
-                detail,
-                condition,
-                "1" if record else "0",
-                *_pairs(encode_fields(dict(updates or {}))),
-            ],
+        return {
+            "sources": sorted(state.value for state in sources),
+            "target": target.value,
+            "status": status.value if status else "",
+            "terminal": target in TERMINAL,
+            "actor": actor,
+            "event": event,
+            "detail": detail,
+            "fields": encode_fields(dict(updates or {})),
+            "delay_ms": max(0, int(delay_s * 1000)),
+            "record": record,
+        }
+
+    def _transition(
+        self,
+        script: Any,
+        sector_id: str,
+        request: dict[str, Any],
+        extra_keys: Iterable[str] = (),
+    ) -> list[str] | None:
+        """Run a state-changing script; the record it left, or None for a stale token."""
+        states = [SectorState(name) for name in request["sources"]] + [
+            SectorState(request["target"])
+        ]
+        index_keys, request["index"] = self._index_keys(states)
+        moved, reason, current = script(
+            keys=[*self._common_keys(sector_id), *index_keys, *extra_keys],
+            args=[_request(request)],
         )
         if moved:
             return current
+        if reason == "stale token":
+            return None
         if reason == "no such sector":
             raise SectorNotFound(f"no sector {sector_id!r} in pool {self.prefix!r}")
-        if reason == "stale token":
-            raise StaleToken(
-                f"{sector_id}: token {lease.token if lease else ''} no longer "
-                f"holds {lease.phase if lease else ''} (sector is in {current})"
-            )
         if reason == "changed meanwhile":
             raise ChangedMeanwhile(f"{sector_id}: changed since it was read; not moved")
-        raise IllegalTransition(f"{sector_id}: illegal transition {current} → {target}")
+        if reason == "not the leader":
+            raise NotLeader(f"{sector_id}: not moved: the caller no longer leads")
+        raise IllegalTransition(f"{sector_id}: illegal transition {current} → {request['target']}")
+
+    def _index_keys(self, states: Iterable[SectorState]) -> tuple[list[str], dict[str, int]]:
+        """The index keys of ``states`` for every kind, and where each sits in KEYS."""
+        keys: list[str] = []
+        positions: dict[str, int] = {}
+        for state in dict.fromkeys(states):
+            for kind in KINDS:
+                positions[f"{state.value}:{kind}"] = _FIRST_INDEX_KEY + len(keys)
+                keys.append(self.keys.index(state, kind))
+        return keys, positions
 
 
 def _sector(flat: list[str]) -> Sector:
@@ -514,8 +614,9 @@ def _sector(flat: list[str]) -> Sector:
     return Sector.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
-def _pairs(fields: Mapping[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]
+def _request(fields: Mapping[str, Any]) -> str:
+    """A script's JSON request, without the fields left unset (Lua would see cjson.null)."""
+    return json.dumps({name: value for name, value in fields.items() if value is not None})
 
 
 __all__ = ["KINDS", "Claim", "HistoryEntry", "Lease", "PhaseStatus", "SectorStore"]

@@ -1,193 +1,356 @@
-"""The Lua scripts behind every change of sector state.
+"""The Lua scripts behind every change of sector state, one per job.
 
 Each script runs atomically inside Redis, so a check and the write it guards can't be split
-by another client. Time is read from the server (``TIME``), so workers with skewed clocks
-agree on when a lease expires. Key names beside ``KEYS`` are built from the pool's prefix
-inside the scripts (the state indexes depend on the state read there): sealpool expects a
-single Redis server, not a cluster.
+by another client. Time is read from the server (``TIME``): workers with skewed clocks agree
+on when a lease expires. Every key a script touches arrives in ``KEYS``; a script that moves
+a sector between states gets the index key of each state it may read, and finds the one it
+needs through the request's ``index`` map (``"<state>:<kind>"`` → position in ``KEYS``).
+Parameters come as one JSON request in ``ARGV[1]`` (fields named, nothing positional).
+
+The state-changing scripts share one layout of ``KEYS``::
+
+    KEYS[1] sector hash   KEYS[2] history   KEYS[3] lease index   KEYS[4] deadline index
+    KEYS[5] outbox        KEYS[6] unclaimed KEYS[7..] state indexes (and a script's extras)
+
+and each declares the source states it accepts: a request whose sector is elsewhere is
+refused as an illegal transition, and nothing changes.
+
+Messages: every move into a queued work phase issues the phase's next message id
+(``<sector>/<n>``) with its not-before time, and puts the sector in the outbox; the sender
+hands it to Celery with that task id and marks it sent (``SENT``). A claim must present the
+current id, so a superseded or duplicated message never runs a phase.
 """
 
-# Shared helpers, prepended to the scripts that use them.
 _HELPERS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function index_key(prefix, state, kind)
-  return prefix .. ':state:' .. state .. ':' .. kind
-end
 local function index_score(priority, created_ms)
   return tonumber(priority) * 1e13 + tonumber(created_ms)
 end
--- HSET the (field, value) pairs of ARGV from position `first`; "" deletes the field.
-local function apply_patch(key, first)
-  for i = first, #ARGV, 2 do
-    if ARGV[i + 1] == '' then
-      redis.call('HDEL', key, ARGV[i])
-    else
-      redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-    end
+-- HSET each field of `fields` (already encoded strings); "" deletes the field.
+local function set_fields(key, fields)
+  if not fields then return end
+  for name, value in pairs(fields) do
+    if value == '' then redis.call('HDEL', key, name) else redis.call('HSET', key, name, value) end
   end
 end
-local function record(history, actor, event, from, to, detail, at)
-  redis.call('XADD', history, '*', 'at', at, 'actor', actor, 'event', event,
+local function record(actor, event, from, to, detail, at)
+  redis.call('XADD', KEYS[2], '*', 'at', at, 'actor', actor, 'event', event,
              'from', from, 'to', to, 'detail', detail)
+end
+local function in_list(list, value)
+  for _, each in ipairs(list) do if each == value then return true end end
+  return false
+end
+local function drop_message(id)
+  redis.call('HDEL', KEYS[1], 'msg_id', 'msg_at_ms', 'msg_sent_ms', 'msg_holder')
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZREM', KEYS[6], id)
+end
+-- A new message for the sector's queued phase, to run from `at` (ms); older ids are dead.
+local function issue_message(id, at)
+  local n = redis.call('HINCRBY', KEYS[1], 'msg_seq', 1)
+  redis.call('HSET', KEYS[1], 'msg_id', id .. '/' .. n, 'msg_at_ms', at)
+  redis.call('HDEL', KEYS[1], 'msg_sent_ms', 'msg_holder')
+  redis.call('ZADD', KEYS[5], at, id)
+  redis.call('ZREM', KEYS[6], id)
+end
+-- Move the sector (current fields `f`) to req.target: indexes, lease, status, deadline,
+-- message and history. The caller has checked every fence.
+local function transition(req, f, now)
+  if not in_list(req.sources, f.state) then return {0, 'illegal transition', f.state} end
+  redis.call('ZREM', KEYS[req.index[f.state .. ':' .. f.kind]], f.id)
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_token', 'lease_expires_ms')
+  redis.call('ZREM', KEYS[3], f.id)
+  set_fields(KEYS[1], req.fields)
+  redis.call('HSET', KEYS[1], 'state', req.target, 'updated_ms', now)
+  if req.status == '' then
+    redis.call('HDEL', KEYS[1], 'status')
+    drop_message(f.id)
+  else
+    redis.call('HSET', KEYS[1], 'status', req.status)
+    issue_message(f.id, now + (req.delay_ms or 0))
+  end
+  local h = redis.call('HMGET', KEYS[1], 'priority', 'deadline_epoch')
+  redis.call('ZADD', KEYS[req.index[req.target .. ':' .. f.kind]],
+             index_score(h[1], f.created_ms), f.id)
+  if req.terminal or not h[2] then
+    redis.call('ZREM', KEYS[4], f.id)
+  else
+    redis.call('ZADD', KEYS[4], h[2], f.id)
+  end
+  record(req.actor, req.event, f.state, req.target, req.detail or '', now)
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+  if req.record then return {1, '', redis.call('HGETALL', KEYS[1])} end
+  return {1, '', {}}
+end
+local function read(key)
+  local v = redis.call('HMGET', key, 'id', 'state', 'status', 'kind', 'created_ms',
+                       'lease_token', 'lease_expires_ms', 'version', 'msg_id')
+  if not v[1] then return nil end
+  return {id = v[1], state = v[2], status = v[3], kind = v[4], created_ms = v[5],
+          token = v[6], expires = tonumber(v[7] or 0), version = v[8], msg_id = v[9]}
+end
+local function leads(key, leader)
+  return not leader or redis.call('GET', key) == leader
 end
 """
 
-# CREATE a sector, at most once per request id.
-# KEYS[1] request key, KEYS[2] the miner's sequence counter
-# ARGV[1] key prefix, ARGV[2] miner, ARGV[3] kind, ARGV[4] priority,
-# ARGV[5] request key TTL (s), ARGV[6] actor, ARGV[7] initial state, ARGV[8..] field pairs
-# Returns {sector id, 1} when created, {sector id, 0} when the request was seen before.
+# CREATE a Pending sector, at most once per request id, with its deals taken off the
+# waiting list in the same step (a deal is never packed into two sectors). With a leader
+# fence, only the leading supervisor creates.
+# KEYS[1] sector hash, KEYS[2] history, KEYS[3] request key, KEYS[4] Pending index of the
+# kind, KEYS[5] waiting deals, KEYS[6] deal → sector, KEYS[7] leader key
+# ARGV[1] {id, miner, number (a string), kind, priority, actor, ttl_s, deal_ids (strings),
+# deals (their JSON list), leader?}
+# Returns {1, id} when created, {2, id} when the request was seen before, {0, reason}.
 CREATE = (
     _HELPERS
     + """
-local known = redis.call('GET', KEYS[1])
-if known then return {known, 0} end
-local number = redis.call('INCR', KEYS[2])
-local id = ARGV[2] .. '-' .. number
-local key = ARGV[1] .. ':sector:' .. id
+local req = cjson.decode(ARGV[1])
+local known = redis.call('GET', KEYS[3])
+if known then return {2, known} end
+if not leads(KEYS[7], req.leader) then return {0, 'not the leader'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 'sector ' .. req.id .. ' exists'} end
+for _, deal in ipairs(req.deal_ids) do
+  if not redis.call('ZSCORE', KEYS[5], deal) then
+    return {0, 'deal ' .. deal .. ' is not waiting for a sector'}
+  end
+end
 local now = now_ms()
-redis.call('HSET', key, 'id', id, 'miner', ARGV[2], 'number', number, 'kind', ARGV[3],
-           'priority', ARGV[4], 'state', ARGV[7], 'created_ms', now, 'updated_ms', now,
-           'version', 1)
-apply_patch(key, 8)
-redis.call('ZADD', index_key(ARGV[1], ARGV[7], ARGV[3]), index_score(ARGV[4], now), id)
-record(ARGV[1] .. ':history:' .. id, ARGV[6], 'create', '', ARGV[7], ARGV[3], now)
-redis.call('SET', KEYS[1], id, 'EX', ARGV[5])
-return {id, 1}
+redis.call('HSET', KEYS[1], 'id', req.id, 'miner', req.miner, 'number', req.number,
+           'kind', req.kind, 'priority', req.priority, 'state', 'Pending',
+           'created_ms', now, 'updated_ms', now, 'version', 1, 'deal_ids', req.deals)
+for _, deal in ipairs(req.deal_ids) do
+  redis.call('ZREM', KEYS[5], deal)
+  redis.call('HSET', KEYS[6], deal, req.id)
+end
+redis.call('ZADD', KEYS[4], index_score(req.priority, now), req.id)
+record(req.actor, 'create', '', 'Pending', req.kind .. ' ' .. req.deals, now)
+redis.call('SET', KEYS[3], req.id, 'EX', req.ttl_s)
+return {1, req.id}
 """
 )
 
-# CLAIM a work phase: the lease goes to one worker and a new fencing token is issued. A
-# phase that reads the sector's temp files names the worker's host: it binds an unbound
-# sector to that host, and is refused on any other host than the bound one.
-# KEYS[1] sector hash, KEYS[2] fencing counter, KEYS[3] lease index, KEYS[4] history
-# ARGV[1] phase, ARGV[2] worker, ARGV[3] lease length (ms), ARGV[4] host ("" = any)
-# Returns {token, lease expiry (ms), the record's field-value list} on success, {0, reason}
-# when the phase can't be claimed.
+# START a Pending sector: the only way into AddPiece from Pending, once; with a leader
+# fence, only while the caller leads, and the start time is recorded for the fill rate.
+# KEYS[1..6] the common layout, KEYS[7..] indexes, KEYS[n-1] leader key, KEYS[n] last start
+# ARGV[1] {sources, target, status, index, actor, event, leader?, record}
+# Returns {1, "", record} or {0, reason, state}.
+START = (
+    _HELPERS
+    + """
+local req = cjson.decode(ARGV[1])
+local f = read(KEYS[1])
+if not f then return {0, 'no such sector', ''} end
+if not leads(KEYS[#KEYS - 1], req.leader) then return {0, 'not the leader', f.state} end
+local now = now_ms()
+local moved = transition(req, f, now)
+if moved[1] == 1 then redis.call('SET', KEYS[#KEYS], now) end
+return moved
+"""
+)
+
+# CLAIM a queued work phase with its current message: the lease goes to one worker and a
+# new fencing token is issued. A phase that reads the sector's temp files names the
+# worker's host: it binds an unbound sector to that host, and is refused on any other.
+# KEYS[1..6] the common layout, KEYS[7] fencing counter
+# ARGV[1] {phase, worker, lease_ms, host ("" = any), msg ("" = any)}
+# Returns {token, lease expiry (ms), record} or {0, reason}.
 CLAIM = (
     _HELPERS
     + """
-local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'status', 'lease_expires_ms',
-                     'lease_owner', 'host')
-if not f[1] then return {0, 'no such sector'} end
-if f[2] ~= ARGV[1] then return {0, 'sector is in ' .. f[2] .. ', not ' .. ARGV[1]} end
-if ARGV[4] ~= '' and f[6] and f[6] ~= ARGV[4] then
-  return {0, 'temp data is on ' .. f[6] .. ', not ' .. ARGV[4]}
+local req = cjson.decode(ARGV[1])
+local f = read(KEYS[1])
+if not f then return {0, 'no such sector'} end
+if f.state ~= req.phase then return {0, 'sector is in ' .. f.state .. ', not ' .. req.phase} end
+if f.status ~= 'queued' then return {0, req.phase .. ' is ' .. (f.status or 'not queued')} end
+if req.msg ~= '' and f.msg_id and f.msg_id ~= req.msg then
+  return {0, 'message ' .. req.msg .. ' superseded by ' .. f.msg_id}
+end
+local bound = redis.call('HGET', KEYS[1], 'host')
+if req.host ~= '' and bound and bound ~= req.host then
+  return {0, 'temp data is on ' .. bound .. ', not ' .. req.host}
 end
 local now = now_ms()
-local taken_over = ''
-if f[3] == 'running' then
-  if tonumber(f[4]) > now then return {0, 'leased to ' .. f[5]} end
-  taken_over = ' (lease of ' .. f[5] .. ' expired)'
-elseif f[3] ~= 'queued' then
-  return {0, 'phase is not queued'}
-end
-local token = redis.call('INCR', KEYS[2])
-local expires = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[2], 'lease_token', token,
-           'lease_expires_ms', expires, 'updated_ms', now)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'host', ARGV[4]) end
-redis.call('HINCRBY', KEYS[1], 'attempts.' .. ARGV[1], 1)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZADD', KEYS[3], expires, f[1])
+local token = redis.call('INCR', KEYS[7])
+local expires = now + tonumber(req.lease_ms)
+redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', req.worker,
+           'lease_token', token, 'lease_expires_ms', expires, 'updated_ms', now)
+drop_message(f.id)
 local on_host = ''
-if ARGV[4] ~= '' then on_host = ' on ' .. ARGV[4] end
-record(KEYS[4], ARGV[2], 'claim', ARGV[1], ARGV[1], 'token ' .. token .. on_host .. taken_over,
-       now)
+if req.host ~= '' then
+  redis.call('HSET', KEYS[1], 'host', req.host)
+  on_host = ' on ' .. req.host
+end
+redis.call('HINCRBY', KEYS[1], 'attempts.' .. req.phase, 1)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('ZADD', KEYS[3], expires, f.id)
+record(req.worker, 'claim', req.phase, req.phase, 'token ' .. token .. on_host, now)
 return {token, expires, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# RENEW a lease held with a token, optionally saving progress (e.g. a sent message's id).
+# RENEW a live lease, optionally saving progress (e.g. a sent message's id). A lease that
+# has expired can't be renewed: a supervisor may be taking the phase over.
 # KEYS[1] sector hash, KEYS[2] lease index; ARGV[1] token, ARGV[2] lease length (ms),
-# ARGV[3..] field pairs to set ("" deletes)
-# Returns the new expiry (ms), or 0 when the token no longer owns the lease.
+# ARGV[3] fields to set, a JSON object ("" deletes)
+# Returns the new expiry (ms), or {0, reason}.
 RENEW = (
     _HELPERS
     + """
-local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'lease_token')
-if f[2] ~= 'running' or f[3] ~= ARGV[1] then return 0 end
-local expires = now_ms() + tonumber(ARGV[2])
+local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'lease_token', 'lease_expires_ms')
+if f[2] ~= 'running' or f[3] ~= ARGV[1] then return {0, 'not the lease holder'} end
+local now = now_ms()
+if tonumber(f[4]) <= now then return {0, 'lease expired'} end
+local expires = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lease_expires_ms', expires)
-apply_patch(KEYS[1], 3)
+set_fields(KEYS[1], cjson.decode(ARGV[3]))
 redis.call('ZADD', KEYS[2], expires, f[1])
 return expires
 """
 )
 
-# MOVE a sector to another state, fenced by a lease token or, for operator and supervisor
-# actions, unfenced. Ends any lease.
-# KEYS[1] sector hash, KEYS[2] history, KEYS[3] lease index, KEYS[4] deadline index
-# ARGV[1] key prefix, ARGV[2] token ("" = unfenced), ARGV[3] phase the token must hold,
-# ARGV[4] target state, ARGV[5] target status ("" = none), ARGV[6] allowed source states,
-# comma-separated, ARGV[7] 1 when the target is terminal, ARGV[8] actor, ARGV[9] event,
-# ARGV[10] detail, ARGV[11] a condition: "" none, "expired" the token's lease must have
-# expired (taking over from a dead worker), "=N" the sector must be at version N (a
-# decision taken on a record read earlier), ARGV[12] "1" to have the record returned,
-# ARGV[13..] field pairs to set ("" deletes)
-# Returns {1, "", the record's field-value list (empty unless asked for)}, or {0, reason,
-# current state} when refused.
-MOVE = (
+# FINISH a leased phase (complete, retry, fail, hand back), fenced by the lease's token.
+# KEYS[1..6] the common layout, KEYS[7..] indexes
+# ARGV[1] {token, phase, sources, target, status, terminal, index, actor, event, detail,
+# fields, delay_ms, record}
+# Returns {1, "", record} or {0, reason, state}.
+FINISH = (
     _HELPERS
     + """
-local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'status', 'lease_token', 'kind',
-                     'priority', 'created_ms', 'lease_expires_ms', 'version')
-if not f[1] then return {0, 'no such sector', ''} end
-local state = f[2]
-local now = now_ms()
-if ARGV[2] ~= '' then
-  if f[3] ~= 'running' or f[4] ~= ARGV[2] or state ~= ARGV[3] then
-    return {0, 'stale token', state}
-  end
-  if ARGV[11] == 'expired' and tonumber(f[8]) > now then return {0, 'stale token', state} end
+local req = cjson.decode(ARGV[1])
+local f = read(KEYS[1])
+if not f then return {0, 'no such sector', ''} end
+if f.status ~= 'running' or f.token ~= req.token or f.state ~= req.phase then
+  return {0, 'stale token', f.state}
 end
-if string.sub(ARGV[11], 1, 1) == '=' and f[9] ~= string.sub(ARGV[11], 2) then
-  return {0, 'changed meanwhile', state}
-end
-if not string.find(',' .. ARGV[6] .. ',', ',' .. state .. ',', 1, true) then
-  return {0, 'illegal transition', state}
-end
-redis.call('ZREM', index_key(ARGV[1], state, f[5]), f[1])
-redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_token', 'lease_expires_ms')
-redis.call('ZREM', KEYS[3], f[1])
-apply_patch(KEYS[1], 13)
-redis.call('HSET', KEYS[1], 'state', ARGV[4], 'updated_ms', now)
-if ARGV[5] == '' then
-  redis.call('HDEL', KEYS[1], 'status')
-else
-  redis.call('HSET', KEYS[1], 'status', ARGV[5])
-end
-local priority = redis.call('HGET', KEYS[1], 'priority')
-redis.call('ZADD', index_key(ARGV[1], ARGV[4], f[5]), index_score(priority, f[7]), f[1])
-local deadline = redis.call('HGET', KEYS[1], 'deadline_epoch')
-if ARGV[7] == '1' or not deadline then
-  redis.call('ZREM', KEYS[4], f[1])
-else
-  redis.call('ZADD', KEYS[4], deadline, f[1])
-end
-record(KEYS[2], ARGV[8], ARGV[9], state, ARGV[4], ARGV[10], now)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-if ARGV[12] == '1' then return {1, '', redis.call('HGETALL', KEYS[1])} end
-return {1, '', {}}
+return transition(req, f, now_ms())
 """
 )
 
-# PRIORITIZE a sector: a new priority, re-scored in its state index. No state change.
-# KEYS[1] sector hash, KEYS[2] history; ARGV[1] key prefix, ARGV[2] priority, ARGV[3] actor,
-# ARGV[4] detail. Returns 1, or 0 when the sector has that priority already (or is gone).
-PRIORITIZE = (
+# TAKE_OVER a phase whose lease expired (its worker died or hung), fenced by the expired
+# lease's token: refused when the worker renewed meanwhile or someone took over first.
+# KEYS and ARGV[1] as FINISH. Returns {1, "", record} or {0, reason, state}.
+TAKE_OVER = (
     _HELPERS
     + """
-local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'kind', 'priority', 'created_ms')
-if not f[1] or f[4] == ARGV[2] then return 0 end
+local req = cjson.decode(ARGV[1])
+local f = read(KEYS[1])
+if not f then return {0, 'no such sector', ''} end
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'priority', ARGV[2], 'updated_ms', now)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZADD', index_key(ARGV[1], f[2], f[3]), index_score(ARGV[2], f[5]), f[1])
-record(KEYS[2], ARGV[3], 'priority', f[2], f[2], ARGV[2] .. ' ' .. ARGV[4], now)
+if f.status ~= 'running' or f.token ~= req.token or f.expires > now then
+  return {0, 'stale token', f.state}
+end
+return transition(req, f, now)
+"""
+)
+
+# MOVE a sector for an operator or the supervisor, from one of the declared source states;
+# with a version, only if the sector is still as the caller read it (required for a move to
+# the state it is in).
+# KEYS[1..6] the common layout, KEYS[7..] indexes
+# ARGV[1] {sources, target, status, terminal, index, actor, event, detail, fields, version?,
+# delay_ms, record}
+# Returns {1, "", record} or {0, reason, state}.
+MOVE = (
+    _HELPERS
+    + """
+local req = cjson.decode(ARGV[1])
+local f = read(KEYS[1])
+if not f then return {0, 'no such sector', ''} end
+if req.version and f.version ~= tostring(req.version) then
+  return {0, 'changed meanwhile', f.state}
+end
+return transition(req, f, now_ms())
+"""
+)
+
+# SENT: the sender handed message ARGV[1] to the broker; it is recorded in the history
+# either way, and, while it is still the sector's message, moves from the outbox to the
+# unclaimed messages. (A fast worker may have claimed it already.)
+# KEYS[1..6] the common layout; ARGV[1] message id, ARGV[2] phase, ARGV[3] detail
+# Returns 1, or 0 when the id is no longer the sector's message.
+SENT = (
+    _HELPERS
+    + """
+local f = redis.call('HMGET', KEYS[1], 'id', 'msg_id', 'msg_at_ms', 'msg_sent_ms')
+local now = now_ms()
+record('sender', 'dispatch', ARGV[2], ARGV[2], ARGV[1] .. ' ' .. ARGV[3], now)
+if f[2] ~= ARGV[1] then return 0 end
+if not f[4] then
+  redis.call('HSET', KEYS[1], 'msg_sent_ms', now)
+  redis.call('ZREM', KEYS[5], f[1])
+  redis.call('ZADD', KEYS[6], f[3], f[1])
+end
 return 1
 """
 )
+
+# HELD: a worker process took message ARGV[1] to hold until its countdown ends; ARGV[2]
+# names that process (its host and phase), so a holder that dies is noticed.
+# KEYS[1] sector hash. Returns 1, or 0 when the id is no longer the sector's message.
+HELD = """
+if redis.call('HGET', KEYS[1], 'msg_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'msg_holder', ARGV[2])
+return 1
+"""
+
+# REISSUE the message of a queued phase, replacing message ARGV[1] (a message the broker
+# lost, or one that arrived before its phase could run): the old id is dead from now on.
+# KEYS[1..6] the common layout; ARGV[1] the message id replaced, ARGV[2] delay (ms),
+# ARGV[3] why. Returns the record, or {} when the id is no longer the sector's message.
+REISSUE = (
+    _HELPERS
+    + """
+local f = redis.call('HMGET', KEYS[1], 'id', 'msg_id', 'state', 'status')
+if f[2] ~= ARGV[1] or f[4] ~= 'queued' then return {} end
+local now = now_ms()
+issue_message(f[1], now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'updated_ms', now)
+record('sender', 'reissue', f[3], f[3], ARGV[1] .. ': ' .. ARGV[3], now)
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# PRIORITIZE a sector: a new priority, re-scored in its state index. A queued phase gets a
+# new message, so it is sent again at its new place in the queue.
+# KEYS[1..6] the common layout, KEYS[7] the sector's state index
+# ARGV[1] priority, ARGV[2] actor, ARGV[3] detail
+# Returns the record, or {} when the sector has that priority already (or is gone).
+PRIORITIZE = (
+    _HELPERS
+    + """
+local f = redis.call('HMGET', KEYS[1], 'id', 'state', 'priority', 'created_ms', 'status')
+if not f[1] or f[3] == ARGV[1] then return {} end
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'priority', ARGV[1], 'updated_ms', now)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('ZADD', KEYS[7], index_score(ARGV[1], f[4]), f[1])
+if f[5] == 'queued' then issue_message(f[1], now) end
+record(ARGV[2], 'priority', f[2], f[2], ARGV[1] .. ' ' .. ARGV[3], now)
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# IN_BROKER: which of the message ids ARGV[1..] wait in the broker: in a queue's lists
+# (KEYS[2..]) or taken by a worker and not yet acknowledged (kombu's unacked hash, KEYS[1];
+# a countdown held in a worker's timer stays there until it runs). Read-only.
+# Returns the ids found.
+IN_BROKER = """
+local wanted = {}
+for _, id in ipairs(ARGV) do wanted[id] = true end
+local found = {}
+local function scan(payload)
+  for id in string.gmatch(payload, '"id": "([^"]+)"') do
+    if wanted[id] then found[#found + 1] = id; wanted[id] = nil end
+  end
+end
+for i = 2, #KEYS do
+  for _, payload in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do scan(payload) end
+end
+for _, payload in ipairs(redis.call('HVALS', KEYS[1])) do scan(payload) end
+return found
+"""

@@ -10,7 +10,10 @@ its :class:`PhaseStatus` says whether the phase waits in a queue or runs under a
 ``Failed`` and ``Aborted`` can be reached from any live state. Besides the forward steps an
 operator (or the supervisor) may send a sector back: a failed sector is resumed at a work
 phase, a sector whose ticket runs out redoes PreCommit1 with a fresh ticket, and a sector
-whose host is lost (its temp data with it) restarts at AddPiece.
+whose host is lost (its temp data with it) restarts at AddPiece — but only before its
+precommit could have been sent: after that, a new ticket would orphan the precommit and its
+deposit. A move to the state a sector is already in is only made against the version (or
+lease) the caller read, so two actors can't both make it.
 """
 
 from __future__ import annotations
@@ -77,7 +80,10 @@ TERMINAL: frozenset[SectorState] = frozenset(
 )
 LIVE: tuple[SectorState, ...] = PIPELINE[:-1]
 
-_RETICKET_FROM = (SectorState.PRE_COMMIT_1, SectorState.PRE_COMMIT_2, SectorState.PRE_COMMITTING)
+RETICKET_FROM = (SectorState.PRE_COMMIT_1, SectorState.PRE_COMMIT_2, SectorState.PRE_COMMITTING)
+# No precommit message exists yet in these states: restarting them from AddPiece (a new
+# ticket) costs work, never a deposit.
+RESTART_FROM = (SectorState.ADD_PIECE, SectorState.PRE_COMMIT_1, SectorState.PRE_COMMIT_2)
 
 
 def next_state(state: SectorState) -> SectorState:
@@ -99,9 +105,9 @@ def allowed_sources(target: SectorState) -> frozenset[SectorState]:
     if target in WORK_PHASES:
         sources.add(SectorState.FAILED)
     if target is SectorState.PRE_COMMIT_1:
-        sources.update(_RETICKET_FROM)
+        sources.update(RETICKET_FROM)
     if target is SectorState.ADD_PIECE:
-        sources.update(WORK_PHASES)
+        sources.update(RESTART_FROM)
     return frozenset(sources)
 
 

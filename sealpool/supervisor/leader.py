@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import redis
 
+from sealpool.store.keys import PoolKeys
+
 # HOLD the leadership: renew it if we hold it, else take it if free.
 # KEYS[1] leader key, KEYS[2] token counter; ARGV[1] our name, ARGV[2] our token or "",
 # ARGV[3] lease (ms). Returns our token while we lead, or false.
@@ -37,7 +39,8 @@ class LeaderLease:
 
     def __init__(self, client: redis.Redis, prefix: str, name: str, lease_s: float) -> None:
         self.client, self.name, self.lease_ms = client, name, int(lease_s * 1000)
-        self.keys = [f"{prefix}:supervisor:leader", f"{prefix}:supervisor:term"]
+        keys = PoolKeys(prefix)
+        self.keys = [keys.leader, keys.leader_term]
         self.token: int | None = None
         self._hold = client.register_script(HOLD)
         self._resign = client.register_script(RESIGN)
@@ -48,9 +51,15 @@ class LeaderLease:
         self.token = int(token) if token else None
         return self.token is not None
 
+    @property
+    def fence(self) -> str:
+        """What the store checks, in the script of each start or creation, to act only
+        while this supervisor leads (an empty fence when it doesn't, which never matches)."""
+        return f"{self.token} {self.name}" if self.token is not None else ""
+
     def resign(self) -> None:
         if self.token is not None:
-            self._resign(keys=self.keys[:1], args=[f"{self.token} {self.name}"])
+            self._resign(keys=self.keys[:1], args=[self.fence])
             self.token = None
 
     def leader(self) -> str | None:

@@ -2,20 +2,27 @@
 
 Each tick of the leading supervisor, in order:
 
-1. Take over expired leases (worker died or hung). If the sector's host still heartbeats,
-   the phase is queued again for that host; if the host is gone, its temp data went with
-   it: a temp phase restarts from AddPiece on any host, scratch reservation released.
-2. Deadlines: a sector whose ticket can't last through PC2 and precommit is re-ticketed
-   (PC1 redone) or aborted, per ``expired_ticket``; one whose deadline comes close is raised
-   to the top of its queue.
-3. Keep the pool full: enough sectors in front of the PC1 slots for every free slot plus a
+1. Take over expired leases (worker died or hung): the phase is queued again, for the same
+   host when it reads the sector's temp data. Only a host all of whose phase processes
+   have been silent for ``host_lost_grace_s`` is lost, its temp data with it: a sector
+   whose precommit can't have been sent yet restarts from AddPiece on any host; one that
+   needs the lost temp data after its precommit fails with the reason (a new ticket would
+   orphan the precommit and its deposit).
+2. Messages: send what is still in the outbox (a sender crashed between its move and its
+   send, or the broker was away), and replace messages that were sent, not claimed, and
+   are nowhere in the broker (a worker took one and died).
+3. Deadlines: a sector whose ticket can't last through PC2 and precommit is re-ticketed
+   (PC1 redone) or aborted, per ``expired_ticket`` — never once its precommit was sent; one
+   whose deadline comes close is raised to the top of its queue.
+4. Keep the pool full: enough sectors in front of the PC1 slots for every free slot plus a
    look-ahead — Pending sectors first, then sectors packed from waiting deals, then CC
    sectors if ``cc_fill`` — no faster than one per ``create_interval_s``, and no faster
    than the farm's bottleneck phase can absorb.
 
 Every action is fenced in the store (expired-token take-over, version-checked moves,
-Pending → AddPiece once, request-id creation), so two supervisors acting at once still make
-one sector per request and one dispatch per action.
+Pending → AddPiece once, request-id creation with its deals), and the starts and creations
+by the leader's token in the same script: a supervisor that lost the lead mid-tick changes
+nothing more.
 """
 
 from __future__ import annotations
@@ -24,32 +31,35 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sealpool import routing
 from sealpool.backends import SECTOR_BYTES
 from sealpool.config import EPOCH_SECONDS
 from sealpool.deals import DealBook
-from sealpool.errors import ChangedMeanwhile, IllegalTransition
+from sealpool.errors import ChangedMeanwhile, DealTaken, IllegalTransition, NotLeader
 from sealpool.runtime import Runtime
-from sealpool.sealing_tasks.dispatch import URGENT_PRIORITY, dispatch, messages_waiting, start
+from sealpool.sealing_tasks.dispatch import (
+    URGENT_PRIORITY,
+    deliver_outbox,
+    dispatch,
+    recover_lost,
+    start,
+)
 from sealpool.sealing_tasks.steps import TICKET_PHASES, ticket_work_epochs
-from sealpool.store import WORK_PHASES, PhaseStatus, Sector, SectorState
+from sealpool.store import PhaseStatus, Sector, SectorState
+from sealpool.store.states import RESTART_FROM
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.supervisor.ratio import phase_times, suggest
-from sealpool.worker_profiles.slots import SlotReport, live_slots, slot_reports
+from sealpool.worker_profiles.slots import (
+    SlotReport,
+    holder_alive,
+    live_slots,
+    lost_hosts,
+    slot_reports,
+)
 
 log = logging.getLogger(__name__)
 S = SectorState
-# States whose next work reads the sector's scratch on its host (Commit2 and Committing
-# need only outputs kept in the store).
-NEEDS_SCRATCH = (
-    S.ADD_PIECE,
-    S.PRE_COMMIT_1,
-    S.PRE_COMMIT_2,
-    S.PRE_COMMITTING,
-    S.WAIT_SEED,
-    S.COMMIT_1,
-    S.FINALIZE,
-)
+# After its precommit, a sector in these states still needs temp data on its host.
+NEEDS_SCRATCH_AFTER_PRECOMMIT = (S.COMMIT_1, S.FINALIZE)
 
 
 @dataclass
@@ -60,6 +70,7 @@ class TickReport:
     took_over: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
     reticketed: list[str] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
     prioritized: list[str] = field(default_factory=list)
@@ -90,22 +101,28 @@ class Supervisor:
         began = time.perf_counter()
         report = TickReport(leader=True)
         slots = slot_reports(self.store.client, self.store.prefix)
-        self.take_over_expired(slots, report)
-        self.redispatch_lost(report)
+        self.take_over_expired(report)
+        self.send_messages(slots, report)
         self.watch_deadlines(report)
-        self.fill(slots, report)
+        try:
+            self.fill(slots, report)
+        except NotLeader:
+            log.info("%s lost the lead mid-tick: no more starts", self.name)
         report.seconds = time.perf_counter() - began
         return report
 
+    def _send(self, sector: Sector) -> None:
+        dispatch(self.store, sector, actor=self.name, bind_host=self.rt.settings.host_binding)
+
     # -- 1. dead workers ---------------------------------------------------------------
 
-    def take_over_expired(self, slots: list[SlotReport], report: TickReport) -> None:
-        registered = {slot.host for slot in slots}
-        lost = registered - {slot.host for slot in slots if slot.state != "lost"}
+    def take_over_expired(self, report: TickReport) -> None:
+        grace_s = self.rt.settings.host_lost_grace_s
+        lost = lost_hosts(self.store.client, self.store.prefix, grace_s)
         for sector in self.store.get_many(self.store.expired_leases()):
-            if sector.host in lost and sector.state in NEEDS_SCRATCH:
-                self._restart(sector, report)
-            elif taken := self.store.take_over(
+            if sector.host in lost and self._lost_with_host(sector, report):
+                continue
+            if taken := self.store.take_over(
                 sector,
                 sector.state,
                 actor=self.name,
@@ -113,71 +130,95 @@ class Supervisor:
             ):
                 self.store.count("took_over")
                 report.took_over.append(sector.id)
-                dispatch(self.store, taken, actor=self.name)
+                self._send(taken)
         if lost:  # sectors waiting in the queues of a lost host will never be taken
-            for state in NEEDS_SCRATCH:
+            for state in (*RESTART_FROM, *NEEDS_SCRATCH_AFTER_PRECOMMIT):
                 for sector in self.store.get_many(self.store.ids_in_state(state)):
                     if sector.host in lost and sector.status is PhaseStatus.QUEUED:
-                        self._restart(sector, report)
+                        self._lost_with_host(sector, report)
 
-    def _restart(self, sector: Sector, report: TickReport) -> None:
-        """The sector's temp data is lost with its host: start over on any host."""
-        fresh = {
-            "host": None,
-            "temp_path": None,
-            "ticket": None,
-            "outputs": {},
-            "deadlines": {},
-            "deadline_epoch": None,
-        }
-        why = f"host {sector.host} lost: restart from AddPiece"
-        moved: Sector | None
+    def _lost_with_host(self, sector: Sector, report: TickReport) -> bool:
+        """Deal with a sector whose temp data went with its lost host: restart it before
+        its precommit, fail it after (needing that data); False when it needs none."""
+        if sector.state in RESTART_FROM:
+            moved = self._move_off_host(
+                sector,
+                S.ADD_PIECE,
+                f"host {sector.host} lost: restart from AddPiece",
+                {
+                    "host": None, "temp_path": None, "ticket": None, "outputs": {},
+                    "deadlines": {}, "deadline_epoch": None,
+                },
+            )  # fmt: skip
+            if moved is not None:
+                self.store.count("restarted")
+                report.restarted.append(sector.id)
+                self._send(moved)
+            return True
+        if sector.state in NEEDS_SCRATCH_AFTER_PRECOMMIT:
+            why = (
+                f"host {sector.host} lost with the temp data {sector.state} needs after the "
+                "precommit: reseal with the on-chain ticket where the inputs are, or abort"
+            )
+            failed = self._move_off_host(
+                sector, S.FAILED, why, {"last_error": why, "failed_phase": sector.state.value}
+            )
+            if failed is not None:
+                self.store.count("failed_host_lost")
+                report.failed.append(sector.id)
+            return True
+        return False
+
+    def _move_off_host(
+        self, sector: Sector, target: SectorState, why: str, updates: dict[str, object]
+    ) -> Sector | None:
+        """Move a sector of a lost host: fenced by its expired lease, or by its version."""
         if sector.status is PhaseStatus.RUNNING:
             moved = self.store.take_over(
-                sector, S.ADD_PIECE, actor=self.name, updates=fresh, detail=why
+                sector, target, actor=self.name, updates=updates, detail=why
             )
         else:
             try:
                 moved = self.store.move(
                     sector.id,
-                    S.ADD_PIECE,
+                    target,
                     actor=self.name,
-                    updates=fresh,
-                    event="restart",
+                    updates=updates,
+                    event="restart" if target is S.ADD_PIECE else "fail",
                     detail=why,
+                    sources=[sector.state],
                     expected_version=sector.version,
                 )
             except (ChangedMeanwhile, IllegalTransition):
                 moved = None
         if moved is not None:
             self.rt.scratch.release(sector.host or "", sector.id)
-            self.store.count("restarted")
-            report.restarted.append(sector.id)
-            dispatch(self.store, moved, actor=self.name)
+        return moved
 
-    def redispatch_lost(self, report: TickReport) -> None:
-        """Send again the phase of a sector queued for a while with no message in its queue
-        (a worker died between taking the message and claiming the sector). It reads every
-        in-flight sector, so it runs at most twice per ``lost_message_s``."""
+    # -- 2. messages ---------------------------------------------------------------------
+
+    def send_messages(self, slots: list[SlotReport], report: TickReport) -> None:
+        """Send the outbox's overdue messages; replace lost ones (at most twice per
+        ``lost_message_s``, as it reads the broker's queues)."""
         settings = self.rt.settings
+        bind = settings.host_binding
+        grace_ms = int(settings.outbox_grace_s * 1000)
+        report.redispatched += deliver_outbox(
+            self.store, actor=self.name, bind_host=bind, grace_ms=grace_ms
+        )
         scan_key = f"{self.store.prefix}:supervisor:lost-scan"
         if not self.store.client.set(
             scan_key, self.name, nx=True, px=int(settings.lost_message_s * 500)
         ):
-            return  # scanned less than half a lost_message_s ago
-        stale_ms = (time.time() - settings.lost_message_s) * 1000
-        for state in WORK_PHASES:
-            for sector in self.store.get_many(self.store.ids_in_state(state)):
-                if sector.status is not PhaseStatus.QUEUED or sector.updated_ms > stale_ms:
-                    continue
-                host = sector.host if settings.host_binding else None
-                queue = routing.route(self.store.prefix, state, sector.kind, host)["queue"]
-                if messages_waiting(self.store.client, queue):
-                    continue
-                once = f"{self.store.prefix}:redispatched:{sector.id}:{sector.version}"
-                if self.store.client.set(once, self.name, nx=True, ex=86400):
-                    report.redispatched.append(sector.id)
-                    dispatch(self.store, sector, actor=self.name, bind_host=settings.host_binding)
+            return
+        report.redispatched += recover_lost(
+            self.store,
+            actor=self.name,
+            bind_host=bind,
+            lost_ms=int(settings.lost_message_s * 1000),
+            hosts={slot.host for slot in slots},
+            holder_alive=lambda holder: holder_alive(self.store.client, self.store.prefix, holder),
+        )
 
     # -- 2. deadlines --------------------------------------------------------------------
 
@@ -186,7 +227,7 @@ class Supervisor:
         settings = self.rt.settings
         epochs = ticket_work_epochs(settings, sector.state)
         if sector.status is PhaseStatus.RUNNING:  # part of the current phase is done
-            done_s = (time.time() * 1000 - sector.updated_ms) / 1000 * settings.time_scale
+            done_s = (self.store.now_ms() - sector.updated_ms) / 1000 * settings.time_scale
             epochs -= (
                 min(done_s, settings.phase_seconds.get(sector.state.value, 0.0)) / EPOCH_SECONDS
             )
@@ -212,10 +253,15 @@ class Supervisor:
     def _ticket_runs_out(
         self, sector: Sector, expiry: int, finish: float, report: TickReport
     ) -> None:
+        if "cid" in sector.outputs.get(S.PRE_COMMITTING.value, {}):
+            return  # the precommit is sent: it lands or fails on chain, never re-ticketed
         why = f"ticket expires at {expiry}, precommit could land at {finish:.0f} at best"
         reticket = self.rt.settings.expired_ticket == "reticket"
         target = S.PRE_COMMIT_1 if reticket else S.ABORTED
-        updates = {"ticket": None, "deadlines": {}, "deadline_epoch": None} if reticket else {}
+        updates: dict[str, object] = {}
+        if reticket:  # everything computed from the old ticket goes with it
+            kept = {S.ADD_PIECE.value: sector.outputs.get(S.ADD_PIECE.value, {})}
+            updates = {"ticket": None, "deadlines": {}, "deadline_epoch": None, "outputs": kept}
         try:
             moved = self.store.move(
                 sector.id,
@@ -231,18 +277,18 @@ class Supervisor:
         if reticket:
             self.store.count("reticketed")
             report.reticketed.append(sector.id)
-            dispatch(self.store, moved, actor=self.name)
+            self._send(moved)
         else:
             self.rt.scratch.release(sector.host or "", sector.id)
             self.store.count("aborted_ticket_expired")
             report.aborted.append(sector.id)
 
     def _raise(self, sector: Sector, reason: str, report: TickReport) -> None:
-        if self.store.prioritize(sector.id, URGENT_PRIORITY, self.name, reason):
+        """Put the sector at the top of its queue: a queued phase gets a new message, sent
+        now at the front (its old one is dead)."""
+        if raised := self.store.prioritize(sector.id, URGENT_PRIORITY, self.name, reason):
             report.prioritized.append(sector.id)
-            fresh = self.store.get(sector.id)
-            if fresh.status is PhaseStatus.QUEUED:  # send it again, now at the front
-                dispatch(self.store, fresh, actor=self.name)
+            self._send(raised)
 
     # -- 3. keep the pool full ---------------------------------------------------------
 
@@ -252,18 +298,15 @@ class Supervisor:
         busy_pc1 = sum(1 for s in pc1 if s.state == "busy")
         heading_to_pc1 = counts[S.ADD_PIECE] + counts[S.PRE_COMMIT_1] - busy_pc1
         wanted = len(pc1) - busy_pc1 + self.rt.settings.lookahead - heading_to_pc1
-        last_key = f"{self.store.prefix}:supervisor:last_start_ms"
-        for _ in range(min(wanted, self._starts_allowed(slots, last_key))):
+        for _ in range(min(wanted, self._starts_allowed(slots))):
             sector = self._next_sector()
             if sector is None:
                 break
             try:
-                start(self.store, sector.id, actor=self.name)
+                start(self.store, sector.id, actor=self.name, leader=self.lease.fence)
             except IllegalTransition:  # another supervisor started it first
                 continue
             report.started.append(sector.id)
-        if report.started:
-            self.store.client.set(last_key, int(time.time() * 1000))
 
     def _next_sector(self) -> Sector | None:
         """Deal sectors first (Pending ones, then new ones packed from waiting deals), then
@@ -275,26 +318,32 @@ class Supervisor:
         deals = self.deals.pack(SECTOR_BYTES[settings.sector_size])
         if deals:
             ids = sorted(deal.deal_id for deal in deals)
-            sector = self.store.create(
-                settings.miner,
-                "deal",
-                deal_ids=ids,
-                actor=self.name,
-                request_id="deals:" + ",".join(map(str, ids)),
-            )
-            self.deals.assign(deals)
-            return sector
+            try:
+                return self.store.create(
+                    settings.miner,
+                    "deal",
+                    deal_ids=ids,
+                    actor=self.name,
+                    request_id="deals:" + ",".join(map(str, ids)),
+                    leader=self.lease.fence,
+                )
+            except DealTaken:  # packed by another sector meanwhile: pack again next tick
+                return None
         pending = self.store.ids_in_state(S.PENDING, kind="cc", limit=1)
         if pending:
             return self.store.get(pending[0])
         if settings.cc_fill:  # the request id names the pool as read: one sector per view
             after = self.store.last_number(settings.miner)
             return self.store.create(
-                settings.miner, "cc", actor=self.name, request_id=f"cc-fill:after:{after}"
+                settings.miner,
+                "cc",
+                actor=self.name,
+                request_id=f"cc-fill:after:{after}",
+                leader=self.lease.fence,
             )
         return None
 
-    def _starts_allowed(self, slots: list[SlotReport], last_key: str) -> int:
+    def _starts_allowed(self, slots: list[SlotReport]) -> int:
         """Starts this tick may make: one per ``create_interval_s`` of farm time, and, when
         a phase after PC1 is the bottleneck, no faster than that phase finishes sectors."""
         settings = self.rt.settings
@@ -308,5 +357,5 @@ class Supervisor:
                 interval_s = max(interval_s, 86400 / ratio.sectors_per_day)
         if interval_s <= 0:
             return 1 << 30
-        last_ms = int(self.store.client.get(last_key) or 0)
-        return int((time.time() * 1000 - last_ms) / 1000 / interval_s)
+        last_ms = int(self.store.client.get(self.store.keys.last_start) or 0)
+        return int((self.store.now_ms() - last_ms) / 1000 / interval_s)

@@ -15,6 +15,7 @@ Example (see docs/examples/ for whole profiles)::
     cores = [[0, 1, 2, 3, 4, 5]]      # explicit cores per slot, or a count per slot: cores = 6
     gpus = [[0]]                       # GPU indices per slot
     env = { FIL_PROOFS_USE_GPU_TREE_BUILDER = "1" }
+    processor_timeout_s = 7200        # this phase's processor timeout (the setting's otherwise)
 
     [[gpu_groups]]                     # these phases never run on these GPUs at once
     phases = ["PreCommit2", "Commit2"]
@@ -98,6 +99,12 @@ class PhaseSlots(_Strict):
     )
     gpus: list[list[int]] | None = Field(default=None, description="GPU indices per slot.")
     env: dict[str, str] = Field(default_factory=dict)
+    processor_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Timeout of the external processor in this phase; wins over the "
+        "processor_timeout_s setting for it.",
+    )
 
     @model_validator(mode="after")
     def _one_entry_per_slot(self) -> PhaseSlots:
@@ -138,14 +145,16 @@ class Profile(_Strict):
     def _known_phases(cls, phases: dict[str, PhaseSlots]) -> dict[str, PhaseSlots]:
         return {parse_phase(name).value: slots for name, slots in phases.items()}
 
-    @model_validator(mode="after")
-    def _processor_for_external(self) -> Profile:
-        if self.backend == "external" and not self.processor:
-            raise ValueError("backend 'external' needs processor = [argv...]")
-        return self
-
     def phase_slots(self, phase: SectorState) -> PhaseSlots | None:
         return self.phases.get(phase.value)
+
+    def processor_timeouts(self) -> dict[str, float]:
+        """The phases' own ``processor_timeout_s``, for the phases that set one."""
+        return {
+            phase: slots.processor_timeout_s
+            for phase, slots in self.phases.items()
+            if slots.processor_timeout_s is not None
+        }
 
 
 def load_profile(path: Path) -> Profile:

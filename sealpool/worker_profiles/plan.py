@@ -4,6 +4,7 @@ reasons it can't run here — each one line naming the file, the field and the v
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def plan_profile(profile: Profile, source: Path, machine: Machine | None = None)
             resolver.phase(phase.value, slots)
     resolver.auto_cores()
     resolver.storage()
+    resolver.apart()
+    resolver.processor()
     return plan
 
 
@@ -165,6 +168,31 @@ class _Resolver:
                         f"{entry.path} has {format_bytes(room)} for sealpool, one sector "
                         f"needs {format_bytes(needs[role])}",
                     )
+
+    def apart(self) -> None:
+        """Refuse sealed paths that are, contain or lie inside a temp path (resolved):
+        Finalize would move a sector's files onto themselves, then remove its scratch."""
+        temps = [entry.path.resolve() for entry in self.profile.storage.temp]
+        for index, entry in enumerate(self.profile.storage.sealed):
+            sealed = entry.path.resolve()
+            for number, temp in enumerate(temps):
+                if sealed == temp or temp in sealed.parents or sealed in temp.parents:
+                    self.error(
+                        f"storage.sealed[{index}].path",
+                        f"{sealed} overlaps storage.temp[{number}].path {temp}: temp and "
+                        "sealed paths must be apart, neither inside the other",
+                    )
+
+    def processor(self) -> None:
+        """Refuse an external processor that is neither an executable file nor on PATH."""
+        if self.profile.backend != "external" or not self.profile.processor:
+            return
+        program = self.profile.processor[0]
+        if shutil.which(program) is None:
+            self.error(
+                "processor[0]",
+                f"{program!r} is not an executable file nor a program on PATH",
+            )
 
     def check_path(self, where: str, path: Path) -> int | None:
         if not path.is_dir():

@@ -1,0 +1,42 @@
+"""Sectors that wait for a worker that isn't there.
+
+A queued phase is taken by a live consumer of its queue: a ``sealpool worker`` process
+running that phase on the sector's host (phases that read its temp data) or on any host.
+A sector whose queue has no live consumer is *stuck*: `sealpool sectors list` says so, and
+`sealpool pool stats` names the phases no live process runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sealpool.routing import TEMP_PHASES
+from sealpool.store import PhaseStatus, Sector, SectorState
+
+Consumers = Collection[tuple[str, str]]  # live (host, phase) pairs
+
+
+def stuck_reason(sector: Sector, consumers: Consumers, host_binding: bool = True) -> str | None:
+    """Why the queued sector can't be taken now, or None when a live consumer can take it."""
+    if sector.status is not PhaseStatus.QUEUED:
+        return None
+    phase = sector.state.value
+    if host_binding and sector.state in TEMP_PHASES and sector.host:
+        if (sector.host, phase) not in consumers:
+            return f"no live {phase} worker on {sector.host}"
+        return None
+    if not any(each == phase for _host, each in consumers):
+        return f"no live {phase} worker"
+    return None
+
+
+def phases_without_consumers(
+    counts: dict[SectorState, dict[str, int]], consumers: Consumers, phases: Collection[SectorState]
+) -> list[str]:
+    """The work phases that hold sectors but have no live consumer on any host."""
+    running = {phase for _host, phase in consumers}
+    return [
+        phase.value
+        for phase in phases
+        if sum(counts.get(phase, {}).values()) and phase.value not in running
+    ]
