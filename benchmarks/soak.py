@@ -48,6 +48,7 @@ from _server import print_figures
 S = SectorState
 ENDS_AN_ATTEMPT = {"complete", "retry", "fail", "release", "take-over", "restart", "abort",
                    "reticket", "resume"}  # fmt: skip
+KINDS = ("phase process", "launcher", "supervisor", "redis")
 PHASE_SECONDS = {"AddPiece": 60, "PreCommit1": 5400, "PreCommit2": 600, "PreCommitting": 60,
                  "Commit1": 30, "Commit2": 600, "Committing": 60, "Finalize": 60}  # fmt: skip
 
@@ -67,8 +68,10 @@ def overlapping_attempts(history: list[HistoryEntry]) -> int:
 class Soak:
     """The farm's processes, and how to kill and revive each kind."""
 
-    def __init__(self, root: Path, hosts: int, supervisors: int, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
+    def __init__(
+        self, root: Path, hosts: int, supervisors: int, env: dict[str, str], kinds: list[str]
+    ) -> None:
+        self.root, self.env, self.kinds = root, env, kinds
         self.hosts = [f"soak-{i}" for i in range(hosts)]
         self.launchers: dict[str, subprocess.Popen[bytes]] = {}
         self.supervisors: dict[str, subprocess.Popen[bytes]] = {}
@@ -101,7 +104,7 @@ class Soak:
 
     def strike(self, data_dir: Path) -> str:
         """kill -9 something, and start again what nothing else restarts; what was hit."""
-        kind = random.choice(["phase process", "launcher", "supervisor", "redis"])
+        kind = random.choice(self.kinds)
         if kind == "phase process":
             host = random.choice(self.hosts)
             children = psutil.Process(self.launchers[host].pid).children()
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "SEALPOOL_HOST_LOST_GRACE_S": "30", "SEALPOOL_TICKET_CONFIDENCE": "10",
             "SEALPOOL_CREATE_INTERVAL_S": "0", "SEALPOOL_LOOKAHEAD": "4",
         }  # fmt: skip
-        soak = Soak(root, args.hosts, args.supervisors, env)
+        soak = Soak(root, args.hosts, args.supervisors, env, args.kill.split(","))
         client = redis.Redis.from_url(info.url, decode_responses=True)
         store = SectorStore(client, prefix=pool)
         ids = [s.id for s in store.create_many("f01000", "cc", args.sectors)]
@@ -216,8 +219,15 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=1800.0)
     parser.add_argument("--drain-s", type=float, default=900.0, help="Wait for sectors after.")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--kill",
+        default=",".join(KINDS),
+        help=f"What to kill -9, comma-separated, among: {', '.join(KINDS)}.",
+    )
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
+    if unknown := set(args.kill.split(",")) - set(KINDS):
+        parser.error(f"--kill: unknown {', '.join(sorted(unknown))}; expected {', '.join(KINDS)}")
     random.seed(args.seed)
     goals = {"unfinished": "0", "overlapping_attempts": "0", "failed_without_reason": "0"}
     print_figures("soak", run(args), goals, args.json)

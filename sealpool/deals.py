@@ -1,27 +1,95 @@
-"""``DealBook``: storage deals waiting for a sector, in Redis, packed first-come first-served."""
+"""``DealBook``: storage deals waiting for a sector, in Redis, packed first-come first-served.
+
+Pieces follow Filecoin's rules: a piece's size is its padded size, a power of two of at least
+128 bytes; a sector of S bytes holds pieces laid out in order, each at an offset that is a
+multiple of its own size (the gap before it filled with zero pieces), ending at most at S —
+lotus' ``GetRequiredPadding`` / ``GenerateUnsealedCID`` (storage/sealer/ffiwrapper).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
 from sealpool.store import Sector, SectorStore
 from sealpool.store.keys import PoolKeys
 
-FR32_USABLE = 127 / 128  # unpadded bytes a sector holds per byte of sector size
+MIN_PIECE_BYTES = 128  # the smallest padded piece (one Fr32 unit of 4 × 32 bytes)
+_PIECE_CID = re.compile(r"baga6ea4sea[a-z2-7]{53}")  # CIDv1 base32, commP (fil-commitment-unsealed)
 
 
 @dataclass(frozen=True)
 class Deal:
-    """A deal to seal: its id and piece size in bytes."""
+    """A deal to seal: its id, padded piece size in bytes, piece CID and data source."""
 
     deal_id: int
     piece_size: int
     added_ms: int
+    piece_cid: str | None = None
+    source: str | None = None
+
+
+def check_piece(
+    piece_size: int,
+    sector_bytes: int | None = None,
+    *,
+    piece_cid: str | None = None,
+    source: str | None = None,
+) -> str | None:
+    """Raise ``ValueError`` (one line naming the field and value) unless the piece is valid:
+    a power of two from 128 bytes up to the sector size, a commP CID, an http(s) URL or a
+    readable file no larger than the piece's unpadded size. Returns the source as recorded
+    (a file's absolute path)."""
+    if piece_size < MIN_PIECE_BYTES or piece_size & (piece_size - 1):
+        raise ValueError(
+            f"piece size {piece_size}: must be a power of two of at least {MIN_PIECE_BYTES} "
+            "bytes (the padded size, e.g. 8GiB)"
+        )
+    if sector_bytes is not None and piece_size > sector_bytes:
+        raise ValueError(
+            f"piece size {piece_size}: larger than the {sector_bytes}-byte sector (sector_size)"
+        )
+    if piece_cid is not None and not _PIECE_CID.fullmatch(piece_cid):
+        raise ValueError(f"piece CID {piece_cid!r}: expected a piece CID such as baga6ea4sea…")
+    if source is None:
+        return None
+    if urlsplit(source).scheme in ("http", "https"):
+        if not urlsplit(source).netloc:
+            raise ValueError(f"source {source!r}: a URL needs a host")
+        return source
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ValueError(f"source {source!r}: neither an http(s) URL nor a readable file")
+    if path.stat().st_size > piece_size // 128 * 127:
+        raise ValueError(
+            f"source {source!r}: {path.stat().st_size} bytes, more than a {piece_size}-byte "
+            f"piece holds ({piece_size // 128 * 127} unpadded)"
+        )
+    return str(path.resolve())
+
+
+def piece_offsets(sizes: Iterable[int]) -> list[int]:
+    """The offset of each piece placed in order, each aligned to its own size (the gap
+    before it is filled with zero pieces, as lotus pads)."""
+    offsets, end = [], 0
+    for size in sizes:
+        end += -end % size
+        offsets.append(end)
+        end += size
+    return offsets
+
+
+def fits(sizes: Sequence[int], sector_bytes: int) -> bool:
+    """Whether pieces of these padded sizes, in this order, fit in one sector."""
+    offsets = piece_offsets(sizes)
+    return not sizes or offsets[-1] + sizes[-1] <= sector_bytes
 
 
 class DealBook:
@@ -34,32 +102,46 @@ class DealBook:
         self.waiting_key = keys.deals_waiting
         self.sectors_key = keys.deal_sectors
 
-    def add(self, deal_id: int, piece_size: int) -> Deal:
-        """Add a deal to wait for a sector; adding the same deal id again changes nothing."""
-        if deal_id < 0 or piece_size <= 0:
-            raise ValueError(f"deal {deal_id}: piece size must be positive, got {piece_size}")
-        record = json.dumps(
-            {"deal_id": deal_id, "piece_size": piece_size, "added_ms": int(time.time() * 1000)}
-        )
-        if self.client.hsetnx(self.records, str(deal_id), record):
-            self.client.zadd(self.waiting_key, {str(deal_id): int(time.time() * 1000)})
+    def add(
+        self,
+        deal_id: int,
+        piece_size: int,
+        *,
+        sector_bytes: int | None = None,
+        piece_cid: str | None = None,
+        source: str | None = None,
+    ) -> Deal:
+        """Add a deal to wait for a sector (checked by :func:`check_piece`; ValueError when
+        invalid); adding the same deal id again changes nothing."""
+        if deal_id < 0:
+            raise ValueError(f"deal id {deal_id}: must not be negative")
+        source = check_piece(piece_size, sector_bytes, piece_cid=piece_cid, source=source)
+        now_ms = int(time.time() * 1000)
+        record = {"deal_id": deal_id, "piece_size": piece_size, "added_ms": now_ms}
+        record |= {"piece_cid": piece_cid, "source": source}
+        if self.client.hsetnx(self.records, str(deal_id), json.dumps(record)):
+            self.client.zadd(self.waiting_key, {str(deal_id): now_ms})
         return Deal(**json.loads(self.client.hget(self.records, str(deal_id))))
+
+    def get_many(self, deal_ids: Iterable[int]) -> list[Deal]:
+        """The records of these deals (waiting or not), in the order asked; unknown ones left
+        out."""
+        ids = [str(deal_id) for deal_id in deal_ids]
+        raws = self.client.hmget(self.records, ids) if ids else []
+        return [Deal(**json.loads(raw)) for raw in raws if raw]
 
     def waiting(self) -> list[Deal]:
         """Deals not yet in a sector, oldest first."""
-        ids = self.client.zrange(self.waiting_key, 0, -1)
-        if not ids:
-            return []
-        return [Deal(**json.loads(raw)) for raw in self.client.hmget(self.records, ids) if raw]
+        return self.get_many(int(i) for i in self.client.zrange(self.waiting_key, 0, -1))
 
     def pack(self, sector_bytes: int) -> list[Deal]:
-        """The oldest waiting deals that fit together in one sector (at least one)."""
-        room = int(sector_bytes * FR32_USABLE)
+        """Waiting deals for one sector, oldest first, each taken if it still fits beside
+        those taken; they fit in ascending deal id, the order the sector holds them."""
         packed: list[Deal] = []
         for deal in self.waiting():
-            if packed and sum(d.piece_size for d in packed) + deal.piece_size > room:
-                break
-            packed.append(deal)
+            chosen = sorted([*packed, deal], key=lambda d: d.deal_id)
+            if fits([d.piece_size for d in chosen], sector_bytes):
+                packed.append(deal)
         return packed
 
     def sector_of(self, deal_id: int) -> str | None:

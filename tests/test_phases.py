@@ -58,8 +58,7 @@ def test_sectors_seal_to_proving(farm_env: Path, prefix: str) -> None:
             )
         ]
         assert sum(o.get("cross_host_bytes", 0) for o in sector.outputs.values()) == 0
-    submitted = runtime(prefix).chain.submitted("provecommit")
-    assert set(submitted) == {s.id for s in sectors}
+    assert set(runtime(prefix).chain.proven()) == {s.number for s in sectors}
 
 
 def test_dispatch_history_records_queue_priority_and_host(farm_env: Path, prefix: str) -> None:

@@ -157,6 +157,7 @@ def test_a_restart_keeps_address_port_and_password(tmp_path: Path) -> None:
         ["supervisor", "--ticks", "1"],
         ["exporter", "--address", "256.0.0.1"],  # never reached: no Redis comes first
         ["worker", "--profile", "missing.toml"],
+        ["web", "--port", "1"],  # never listens: no Redis comes first
     ],
 )
 def test_long_running_commands_never_start_a_server(tmp_path: Path, command: list[str]) -> None:

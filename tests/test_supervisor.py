@@ -81,8 +81,8 @@ def test_keep_full_starts_deals_first_then_cc(
     try:
         pending_cc = rt.store.create("f01000", "cc")
         book = DealBook(rt.store.client, prefix)
-        for deal_id in (11, 12, 13, 14):
-            book.add(deal_id, 8 << 30)  # three 8 GiB pieces fit in a 32 GiB sector
+        for deal_id in (11, 12, 13, 14, 15):
+            book.add(deal_id, 8 << 30)  # four 8 GiB pieces fill a 32 GiB sector
         monkeypatch.setenv("SEALPOOL_SECTOR_SIZE", "32GiB")
         runtime.cache_clear()
         rt = runtime(prefix)
@@ -90,8 +90,8 @@ def test_keep_full_starts_deals_first_then_cc(
         report = boss.tick()
         started = rt.store.get_many(report.started)
         assert [(s.kind, s.deal_ids) for s in started] == [
-            ("deal", [11, 12, 13]),
-            ("deal", [14]),
+            ("deal", [11, 12, 13, 14]),
+            ("deal", [15]),
             ("cc", []),
             ("cc", []),
             ("cc", []),
@@ -115,7 +115,7 @@ def test_four_supervisors_never_duplicate(
         sector_per_deal(rt.store, "f01000", [1, 2, 3], 1 << 30)
         book = DealBook(rt.store.client, prefix)
         for deal_id in range(100, 106):
-            book.add(deal_id, 20 << 30)
+            book.add(deal_id, 1024)  # two to a 2 KiB sector
         for sector in rt.store.create_many("f01000", "cc", 4):  # their workers died
             rt.store.move(sector.id, S.ADD_PIECE, actor="t")
             rt.store.move(sector.id, S.PRE_COMMIT_1, actor="t")

@@ -12,8 +12,26 @@ and reads one JSON object from stdout: the phase's outputs. A failure is a non-z
 again later, stderr shown) or {"error": "...", "retry": false} (not tried again). The process
 runs pinned to its slot's CPU cores with CUDA_VISIBLE_DEVICES set to its slot's GPUs.
 
-This one writes small stand-in files instead of computing proofs (a real one would call
-rust-fil-proofs), and reports the CPU cores and GPUs it was given. Set
+Outputs are stored with the sector and sent with every later request, so they may be at most
+64 KiB of JSON; more is refused (not tried again). A large artefact (a real Commit1 output is
+megabytes) goes to a file under the sector's temp_path (or, in Finalize, sealed_path), named
+under "files" with its size and sha256, which sealpool checks before the phase completes:
+
+    {"files": {"c1_output": {"path": "/scratch/f01000-7/c1-output.json",
+                             "sha256": "<64 hex digits>", "bytes": 8388608}}}
+
+Later phases find that entry in "inputs"; the file is readable where its directory is (the
+host that wrote it, or shared storage: Commit2 may run on any GPU host).
+
+Finalize copies (or moves) the sealed file to <sealed_path>/sealed and the cache files to
+<sealed_path>/cache/, leaves temp_path alone, and reports "sealed_bytes", "sealed_sha256" and
+"cache_files" ({file name: bytes}): sealpool checks the files there and only then removes
+temp_path; a mismatch fails the phase (tried again), and the sector stays in Finalize.
+
+PreCommit2 returns CommR (and CommD, for a sector with deals) as CIDs, Commit2 the proof's
+bytes in hex: sealpool builds the chain messages from them. This one writes small stand-in
+files instead of computing proofs (a real one would call rust-fil-proofs), makes proofs that
+sealpool's simulated chain accepts, and reports the CPU cores and GPUs it was given. Set
 SEALPOOL_EXAMPLE_FAIL=<sector id>:<phase> to make that phase of that sector fail, and
 SEALPOOL_EXAMPLE_LOG=<file> to have every run append "<sector id> <phase>" to that file;
 name them in sealpool's processor_env setting, as a processor sees only the variables
@@ -27,9 +45,18 @@ import shutil
 import sys
 from pathlib import Path
 
+from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
+from sealpool.chain.sim import sim_proof
+
 
 def digest(*parts):
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def file_entry(path):
+    """How a file is reported to sealpool: its path, sha256 and size."""
+    data = path.read_bytes()
+    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def cpus_allowed():
@@ -54,20 +81,32 @@ def seal(request):
     if phase == "PreCommit2":
         (scratch / "sealed").write_bytes(b"\2" * 1024)
         (scratch / "cache" / "p_aux").write_bytes(b"\3" * 64)
-        comm_r = digest("comm_r", inputs["PreCommit1"]["labels"])
-        return {"comm_r": comm_r, "precommit_params": digest("params", comm_r)}
-    if phase == "Commit1":
-        return {"c1_output": digest("c1", inputs["PreCommit2"]["comm_r"], request["seed"])}
+        comm_r = commitment_cid(SEALED, bytes.fromhex(digest("comm_r", inputs["PreCommit1"])))
+        comm_d = inputs["AddPiece"]["comm_d"]
+        unsealed = commitment_cid(UNSEALED, bytes.fromhex(comm_d)) if request["deal_ids"] else None
+        return {"comm_r": str(comm_r), "comm_d": unsealed and str(unsealed)}
+    if phase == "Commit1":  # a big output (in real life): a file, reported under "files"
+        c1_output = digest("c1", inputs["PreCommit2"]["comm_r"], request["seed"])
+        path = scratch / "c1-output.json"
+        path.write_text(json.dumps({"c1": c1_output}))
+        return {"files": {"c1_output": file_entry(path)}}
     if phase == "Commit2":
-        proof = digest("proof", inputs["Commit1"]["c1_output"])
-        return {"proof": proof, "provecommit_params": digest("params", proof)}
-    if phase == "Finalize":
+        ticket, seed = request["ticket"]["value"], request["seed"]["value"]
+        comm_r = inputs["PreCommit2"]["comm_r"]
+        proof = sim_proof(request["miner"], request["number"], comm_r, ticket, seed)
+        return {"proof": proof.hex()}
+    if phase == "Finalize":  # copies: sealpool removes the scratch once it checked them
         target = Path(request["sealed_path"])
         (target / "cache").mkdir(parents=True, exist_ok=True)
-        shutil.move(str(scratch / "sealed"), str(target / "sealed"))
-        shutil.move(str(scratch / "cache" / "p_aux"), str(target / "cache" / "p_aux"))
-        shutil.rmtree(scratch)
-        return {"stored": str(target)}
+        shutil.copyfile(scratch / "sealed", target / "sealed")
+        shutil.copyfile(scratch / "cache" / "p_aux", target / "cache" / "p_aux")
+        sealed = file_entry(scratch / "sealed")
+        return {
+            "stored": str(target),
+            "sealed_bytes": sealed["bytes"],
+            "sealed_sha256": sealed["sha256"],
+            "cache_files": {"p_aux": (scratch / "cache" / "p_aux").stat().st_size},
+        }
     return {"error": f"unknown phase {phase}", "retry": False}
 
 

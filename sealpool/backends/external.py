@@ -156,11 +156,10 @@ def _exchange(
     stdout, printed, stderr = bytearray(), 0, bytearray()
     exited_at: float | None = None
     with selectors.DefaultSelector() as selector:
-        for pipe in (stdin, out, err):
+        for pipe, event in ((stdin, selectors.EVENT_WRITE), (out, selectors.EVENT_READ),
+                            (err, selectors.EVENT_READ)):  # fmt: skip
             os.set_blocking(pipe.fileno(), False)
-            selector.register(
-                pipe, selectors.EVENT_WRITE if pipe is stdin else selectors.EVENT_READ
-            )
+            selector.register(pipe, event, pipe)
         try:
             while process.poll() is None or selector.get_map():
                 now = time.monotonic()
@@ -174,14 +173,15 @@ def _exchange(
                         _kill_group(process)
                         break
                 for key, _ in selector.select(POLL_S):
+                    pipe = key.data
                     try:
-                        if key.fileobj is stdin:
+                        if pipe is stdin:
                             sent += os.write(key.fd, view[sent : sent + CHUNK])
                             done = sent == len(view)
                         else:
                             data = os.read(key.fd, CHUNK)
                             done = not data
-                            if key.fileobj is out:
+                            if pipe is out:
                                 stdout += data[: MAX_OUTPUT_BYTES + 1 - len(stdout)]
                                 printed += len(data)
                             else:
@@ -190,8 +190,9 @@ def _exchange(
                         continue
                     except BrokenPipeError:  # it stopped reading: its exit status tells why
                         done = True
-                    if done:
-                        selector.unregister(key.fileobj)
+                    if done:  # all written (closing stdin is the request's end), or EOF
+                        selector.unregister(pipe)
+                        pipe.close()
         finally:
             for pipe in (stdin, out, err):
                 pipe.close()

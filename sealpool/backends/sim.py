@@ -8,6 +8,10 @@ phase that reads scratch files on another host counts those bytes as ``cross_hos
 The paths come from the sector's record in Redis, so before touching one the backend checks
 that it resolves to ``<root>/<sector id>`` under one of the slot's temp (or, for Finalize's
 target, sealed) directories: a bad record can't make it write or delete anything else.
+
+Finalize copies the sealed file and cache files to the sealed directory and reports their
+sizes and the sealed file's sha256, as a processor does; the scratch is left for the step,
+which removes it only once the copies match (see ``sealpool.sealing_tasks.steps.finalize``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sealpool.backends.base import PhaseRequest, Slot
+from sealpool.backends.base import CACHE_DIR, SEALED_FILE, PhaseRequest, Slot, file_sha256
+from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
+from sealpool.chain.sim import sim_proof
 from sealpool.config import Settings
 from sealpool.errors import PhaseError
 from sealpool.scratch_lease import check_scratch
@@ -106,8 +112,10 @@ class SimBackend:
         for name in CACHE_FILES:
             _write(scratch / "cache" / name, f"{labels}:{name}")
         _write(scratch / "sealed", labels)
-        comm_r = _digest("comm_r", labels)
-        return {"comm_r": comm_r, "precommit_params": _digest("params", comm_r)}
+        comm_r = commitment_cid(SEALED, bytes.fromhex(_digest("comm_r", labels)))
+        unsealed = request.inputs["AddPiece"]["comm_d"] if request.deal_ids else None
+        comm_d = commitment_cid(UNSEALED, bytes.fromhex(unsealed)) if unsealed else None
+        return {"comm_r": str(comm_r), "comm_d": str(comm_d) if comm_d else None}
 
     def _commit1(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
         if not (scratch / "cache" / "p_aux").exists():
@@ -116,17 +124,20 @@ class SimBackend:
         return {"c1_output": _digest("c1", request.inputs["PreCommit2"]["comm_r"], seed)}
 
     def _commit2(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
-        proof = _digest("proof", request.inputs["Commit1"]["c1_output"])
-        return {"proof": proof, "provecommit_params": _digest("params", proof)}
+        comm_r = request.inputs["PreCommit2"]["comm_r"]
+        ticket, seed = ((value or {}).get("value", "") for value in (request.ticket, request.seed))
+        return {"proof": sim_proof(request.miner, request.number, comm_r, ticket, seed).hex()}
 
     def _finalize(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
         if request.sealed_path is None:
             raise PhaseError(f"{request.sector_id}: Finalize needs a sealed path", retry=False)
         target = sector_path(request, request.sealed_path, slot.sealed_dirs, "sealed")
-        (target / "cache").mkdir(parents=True, exist_ok=True)
-        shutil.move(scratch / "sealed", target / "sealed")
+        (target / CACHE_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(scratch / SEALED_FILE, target / SEALED_FILE)
         for name in CACHE_FILES:
-            shutil.move(scratch / "cache" / name, target / "cache" / name)
-        shutil.rmtree(scratch)
-        stored = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
-        return {"sealed_bytes": stored}
+            shutil.copyfile(scratch / CACHE_DIR / name, target / CACHE_DIR / name)
+        return {  # of the files written in scratch: the step checks the copies against them
+            "sealed_bytes": (scratch / SEALED_FILE).stat().st_size,
+            "sealed_sha256": file_sha256(scratch / SEALED_FILE),
+            "cache_files": {n: (scratch / CACHE_DIR / n).stat().st_size for n in CACHE_FILES},
+        }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from sealpool.chain.base import Chain, Message, MessageKind, RandomnessPurpose
+from sealpool.chain import policy
+from sealpool.chain.base import Chain, RandomnessPurpose, Receipt
 from sealpool.chain.rpc import RpcChain
 from sealpool.chain.sim import SimChain
 from sealpool.config import Settings
@@ -17,14 +18,16 @@ def make_chain(settings: Settings, client: redis.Redis, prefix: str) -> Chain:
         if not settings.chain_rpc_url:
             raise ConfigError("chain = 'rpc' needs chain_rpc_url (SEALPOOL_CHAIN_RPC_URL)")
         return RpcChain(settings.chain_rpc_url, settings.chain_rpc_token, settings.miner)
-    return SimChain(client, prefix, settings.time_scale, settings.sim_start_epoch)
+    seal_proof = policy.SEAL_PROOF[settings.sector_size]
+    return SimChain(
+        client, prefix, settings.time_scale, settings.sim_start_epoch, settings.miner, seal_proof
+    )
 
 
 __all__ = [
     "Chain",
-    "Message",
-    "MessageKind",
     "RandomnessPurpose",
+    "Receipt",
     "RpcChain",
     "SimChain",
     "make_chain",

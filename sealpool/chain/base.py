@@ -5,21 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-MessageKind = Literal["precommit", "provecommit"]
+from sealpool.chain.messages import PreCommit
+
 RandomnessPurpose = Literal["ticket", "seed"]
 
 
 @dataclass(frozen=True)
-class Message:
-    """A message sent to the chain for a sector."""
+class Receipt:
+    """A message executed on chain."""
 
-    cid: str
-    sector_id: str
-    kind: MessageKind
+    cid: str  # the message that executed: a replacement's (fee bump) when it was replaced
+    exit_code: int
+    height: int  # the first tipset carrying the receipt (one above the execution)
+    returned: bytes = b""
 
 
 class Chain(Protocol):
-    """A source of epochs and randomness that carries sectors' messages."""
+    """Epochs, randomness, the miner's state, and messages to the miner actor."""
+
+    miner: str
 
     def head(self) -> int:
         """The current chain height (epoch)."""
@@ -29,17 +33,25 @@ class Chain(Protocol):
         """Hex of the 32 bytes of seal randomness (ticket) or challenge randomness (seed)."""
         ...
 
-    def submit(self, kind: MessageKind, sector_id: str, params: str) -> Message:
-        """Send a precommit or provecommit; ``params`` is the hex of its CBOR parameters.
+    def push(self, method: int, params: bytes, value: int, uuid: str) -> str:
+        """Send a message to the miner actor from its worker or a control address; the CID.
 
-        Callers record the returned message in the sector before waiting for it, so a
-        retried phase waits for the message already sent instead of sending another.
+        A ``uuid`` sent before returns that message again and sends nothing (MsgUuid).
         """
         ...
 
-    def landed(self, message: Message) -> int | None:
-        """The epoch where the message was executed successfully, None while pending.
+    def search(self, cid: str) -> Receipt | None:
+        """The receipt of the message ``cid`` (or of its replacement); None while pending."""
+        ...
 
-        Raises ChainError when it was executed and failed.
-        """
+    def precommit_epoch(self, number: int) -> int | None:
+        """The on-chain PreCommitEpoch of sector ``number``; None without a precommit."""
+        ...
+
+    def precommit_deposit(self, sector: PreCommit) -> int:
+        """The precommit deposit of ``sector`` in attoFIL."""
+        ...
+
+    def initial_pledge(self, sector_size: int, duration: int) -> int:
+        """The initial pledge of a sector of ``sector_size`` bytes kept ``duration`` epochs."""
         ...

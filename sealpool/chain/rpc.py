@@ -1,9 +1,14 @@
 """A chain behind a Filecoin node's JSON-RPC API (lotus ``/rpc/v1``).
 
 Calls used: ``Filecoin.ChainHead``, ``Filecoin.StateGetRandomnessFromTickets`` (tickets),
-``Filecoin.StateGetRandomnessFromBeacon`` (seeds), ``Filecoin.MpoolPushMessage`` (the node
-signs and sends) and ``Filecoin.StateSearchMsg`` (landing). Message parameters are the CBOR
-bytes made by the proof processor, passed through as given.
+``Filecoin.StateGetRandomnessFromBeacon`` (seeds), ``Filecoin.StateMinerInfo`` (the sender:
+the first control address, else the worker), ``Filecoin.MpoolPushMessage`` (the node signs
+and sends; ``MsgUuid`` makes a repeated push return the first message),
+``Filecoin.StateSearchMsg`` (landing, replacements allowed),
+``Filecoin.StateSectorPreCommitInfo`` (PreCommitEpoch),
+``Filecoin.StateMinerPreCommitDepositForPower`` and
+``Filecoin.StateMinerInitialPledgeForSector`` (funds). Parameters are the CBOR sealpool's
+:mod:`sealpool.chain.messages` builds.
 
 Errors name the method and the node's host only: the URL may carry a token, and these
 messages end up in sectors' histories.
@@ -17,15 +22,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sealpool.chain.base import Message, MessageKind, RandomnessPurpose
+from sealpool.chain.base import RandomnessPurpose, Receipt
+from sealpool.chain.messages import PreCommit
 from sealpool.errors import ChainError, ConfigError
 from sealpool.secrets import redact_url, url_host
 
 # Domain separation tags of Filecoin randomness.
 SEAL_RANDOMNESS = 5
 INTERACTIVE_SEAL_CHALLENGE_SEED = 6
-# Miner actor methods: PreCommitSector and ProveCommitSector.
-METHODS: dict[str, int] = {"precommit": 6, "provecommit": 7}
 
 
 def id_address_bytes(miner: str) -> bytes:
@@ -66,6 +70,7 @@ class RpcChain:
         self.miner = miner
         self.timeout_s = timeout_s
         self._next_id = 0
+        self._sender: str | None = None
 
     def call(self, method: str, *params: Any) -> Any:
         """One JSON-RPC 2.0 call; ChainError names the method on any failure."""
@@ -101,22 +106,47 @@ class RpcChain:
         value = self.call(method, tag, epoch, entropy, [])
         return base64.b64decode(value).hex()
 
-    def submit(self, kind: MessageKind, sector_id: str, params: str) -> Message:
-        message = {
-            "Version": 0, "To": self.miner, "From": self.miner, "Nonce": 0, "Value": "0",
-            "GasLimit": 0, "GasFeeCap": "0", "GasPremium": "0", "Method": METHODS[kind],
-            "Params": base64.b64encode(bytes.fromhex(params)).decode(),
-        }  # fmt: skip
-        signed = self.call("Filecoin.MpoolPushMessage", message, {"MaxFee": "0"})
-        return Message(cid=signed["CID"]["/"], sector_id=sector_id, kind=kind)
+    def sender(self) -> str:
+        """The address messages go from: the miner's first control address, else its worker."""
+        if self._sender is None:
+            info = self.call("Filecoin.StateMinerInfo", self.miner, [])
+            self._sender = (info.get("ControlAddresses") or [info["Worker"]])[0]
+        return self._sender
 
-    def landed(self, message: Message) -> int | None:
-        found = self.call("Filecoin.StateSearchMsg", [], {"/": message.cid}, -1, True)
+    def push(self, method: int, params: bytes, value: int, uuid: str) -> str:
+        message = {
+            "Version": 0, "To": self.miner, "From": self.sender(), "Nonce": 0,
+            "Value": str(value), "GasLimit": 0, "GasFeeCap": "0", "GasPremium": "0",
+            "Method": method, "Params": base64.b64encode(params).decode(),
+        }  # fmt: skip
+        spec = {"MaxFee": "0", "MsgUuid": uuid, "MaximizeFeeCap": False}
+        return self.call("Filecoin.MpoolPushMessage", message, spec)["CID"]["/"]
+
+    def search(self, cid: str) -> Receipt | None:
+        found = self.call("Filecoin.StateSearchMsg", [], {"/": cid}, -1, True)
         if not found:
             return None
-        exit_code = found["Receipt"]["ExitCode"]
-        if exit_code != 0:
-            raise ChainError(
-                f"{message.kind} of {message.sector_id} failed on chain: exit code {exit_code}"
-            )
-        return int(found["Height"])
+        receipt = found["Receipt"]
+        return Receipt(
+            cid=found["Message"]["/"],
+            exit_code=int(receipt["ExitCode"]),
+            height=int(found["Height"]),
+            returned=base64.b64decode(receipt.get("Return") or ""),
+        )
+
+    def precommit_epoch(self, number: int) -> int | None:
+        found = self.call("Filecoin.StateSectorPreCommitInfo", self.miner, number, [])
+        return int(found["PreCommitEpoch"]) if found else None
+
+    def precommit_deposit(self, sector: PreCommit) -> int:
+        info = {
+            "SealProof": sector.seal_proof, "SectorNumber": sector.number,
+            "SealedCID": {"/": str(sector.comm_r)}, "SealRandEpoch": sector.ticket_epoch,
+            "DealIDs": list(sector.deal_ids), "Expiration": sector.expiration,
+            "UnsealedCid": {"/": str(sector.comm_d)} if sector.comm_d else None,
+        }  # fmt: skip
+        return int(self.call("Filecoin.StateMinerPreCommitDepositForPower", self.miner, info, []))
+
+    def initial_pledge(self, sector_size: int, duration: int) -> int:
+        method = "Filecoin.StateMinerInitialPledgeForSector"
+        return int(self.call(method, duration, sector_size, 0, []))

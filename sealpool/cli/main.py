@@ -13,6 +13,7 @@ from sealpool.cli import pool, sectors, server, storage
 from sealpool.cli.context import CliContext
 from sealpool.cli.demo import demo
 from sealpool.cli.supervisor import deals_group, exporter, ratio, supervisor
+from sealpool.cli.web import web
 from sealpool.cli.workers import profile_group, worker, workers
 from sealpool.errors import SealpoolError
 
@@ -63,6 +64,7 @@ cli.add_command(supervisor)
 cli.add_command(deals_group)
 cli.add_command(ratio)
 cli.add_command(exporter)
+cli.add_command(web)
 
 
 def main() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
+from sealpool import views
 from sealpool.cli.context import CliContext, pass_context
 from sealpool.cli.render import emit, json_option, table
-from sealpool.store import KINDS, WORK_PHASES
-from sealpool.supervisor.stuck import phases_without_consumers
-from sealpool.worker_profiles.slots import live_consumers
+from sealpool.store import KINDS
 
 
 @click.group("pool")
@@ -22,15 +21,8 @@ def group() -> None:
 @pass_context
 def stats(ctx: CliContext, as_json: bool) -> None:
     """Count sectors per state and kind."""
-    store, settings = ctx.store, ctx.settings
-    counts = store.counts()
-    consumers = live_consumers(store.client, store.prefix, 3 * settings.heartbeat_s)
-    data = {
-        "states": {state.value: by_kind for state, by_kind in counts.items()},
-        "total": sum(sum(by_kind.values()) for by_kind in counts.values()),
-        "counters": store.counters(),
-        "no_live_worker": phases_without_consumers(counts, consumers, WORK_PHASES),
-    }
+    data = views.pool_stats(ctx.store, ctx.settings)
+    counts = data["states"]
 
     def human(console: Console) -> None:
         rows = [

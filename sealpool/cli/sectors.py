@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import click
 from rich.console import Console
 
+from sealpool import views
 from sealpool.cli.context import CliContext, pass_context
 from sealpool.cli.render import emit, json_option, table
 from sealpool.store import KINDS, WORK_PHASES, Sector, SectorState
@@ -130,24 +131,30 @@ def list_(ctx: CliContext, state: str | None, kind: str | None, limit: int, as_j
 @pass_context
 def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
     """Show one sector's record and history."""
-    sector = ctx.store.get(sector_id)
-    history = ctx.store.history(sector_id)
+    data = views.sector(ctx.store, sector_id)
 
     def human(console: Console) -> None:
-        fields = sector.model_dump(mode="json")
-        console.print(table(sector.id, ["field", "value"], [[k, v] for k, v in fields.items()]))
+        fields = data["sector"]
+        console.print(table(sector_id, ["field", "value"], [[k, v] for k, v in fields.items()]))
         console.print(
             table(
                 "history",
                 ["at (UTC)", "actor", "event", "from", "to", "detail"],
                 [
-                    [_when(h.at_ms), h.actor, h.event, h.from_state, h.to_state, h.detail]
-                    for h in history
+                    [
+                        _when(h["at_ms"]),
+                        h["actor"],
+                        h["event"],
+                        h["from_state"],
+                        h["to_state"],
+                        h["detail"],
+                    ]
+                    for h in data["history"]
                 ],
             )
         )
 
-    emit({"sector": sector, "history": history}, as_json, human)
+    emit(data, as_json, human)
 
 
 @group.command()

@@ -12,15 +12,15 @@ import click
 import redis
 from rich.console import Console
 
+from sealpool import views
+from sealpool.backends import SECTOR_BYTES
 from sealpool.cli.context import CliContext, long_running, pass_context
 from sealpool.cli.render import emit, json_option, table
-from sealpool.deals import DealBook
+from sealpool.deals import DealBook, check_piece
 from sealpool.exporter import PoolCollector
 from sealpool.supervisor import Supervisor, TickReport
 from sealpool.supervisor.loop import run_supervisor
-from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
 from sealpool.worker_profiles.model import parse_size
-from sealpool.worker_profiles.slots import live_slots, slot_reports
 
 
 @click.command("supervisor")
@@ -89,18 +89,37 @@ def deals_group() -> None:
     "--piece-size",
     default="32GiB",
     show_default=True,
-    help="Padded piece size of each deal (e.g. 8GiB).",
+    help="Padded piece size of each deal: a power of two from 128 B to the sector size.",
 )
+@click.option("--piece-cid", help="The piece's CID (commP, baga6ea4sea…), for AddPiece.")
+@click.option("--source", help="Where AddPiece reads the piece: an http(s) URL or a local file.")
 @json_option
 @pass_context
-def deals_add(ctx: CliContext, deal_ids: tuple[int, ...], piece_size: str, as_json: bool) -> None:
+def deals_add(
+    ctx: CliContext,
+    deal_ids: tuple[int, ...],
+    piece_size: str,
+    piece_cid: str | None,
+    source: str | None,
+    as_json: bool,
+) -> None:
     """Add deals to wait for a sector."""
+    if (piece_cid or source) and len(deal_ids) != 1:
+        raise click.UsageError("--piece-cid and --source name one deal's piece: give one ID")
+    sector_bytes = SECTOR_BYTES[ctx.settings.sector_size]
     try:
         size = parse_size(piece_size)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--piece-size") from None
+        raise click.ClickException(f"--piece-size: {exc}") from None
+    try:
+        check_piece(size, sector_bytes, piece_cid=piece_cid, source=source)
+    except ValueError as exc:  # one line naming the field and the value
+        raise click.ClickException(str(exc)) from None
     book = DealBook(ctx.store.client, ctx.settings.key_prefix)
-    added = [book.add(deal_id, size) for deal_id in deal_ids]
+    added = [
+        book.add(deal_id, size, sector_bytes=sector_bytes, piece_cid=piece_cid, source=source)
+        for deal_id in deal_ids
+    ]
     emit(added, as_json, lambda c: c.print(f"{len(added)} deals waiting to be sealed"))
 
 
@@ -116,8 +135,8 @@ def deals_list(ctx: CliContext, as_json: bool) -> None:
         lambda c: c.print(
             table(
                 "waiting deals",
-                ["deal", "piece size", "added (ms)"],
-                [[d.deal_id, d.piece_size, d.added_ms] for d in waiting],
+                ["deal", "piece size", "piece CID", "source", "added (ms)"],
+                [[d.deal_id, d.piece_size, d.piece_cid, d.source, d.added_ms] for d in waiting],
             )
         ),
     )
@@ -131,28 +150,25 @@ def deals_list(ctx: CliContext, as_json: bool) -> None:
 @pass_context
 def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
     """Suggested slots per phase from measured phase times, the bottleneck, sectors/day."""
-    settings = ctx.settings
-    current = live_slots(slot_reports(ctx.store.client, settings.key_prefix))
-    times = phase_times(measured_runs(ctx.store), settings.wall_phase_seconds)
-    result = suggest(times, pc1 or current.get("PreCommit1") or 1, current or None)
+    result = views.ratio(ctx.store, ctx.settings, pc1)
 
     def human(console: Console) -> None:
         console.print(
             table(
-                f"slots for {result.pc1_slots} PC1 slots — bottleneck {result.bottleneck}, "
-                f"{result.sectors_per_day:.1f} sectors/day",
+                f"slots for {result['pc1_slots']} PC1 slots — bottleneck {result['bottleneck']}, "
+                f"{result['sectors_per_day']:.1f} sectors/day",
                 ["phase", "p50", "p90", "from", "suggested", "current", "idle"],
                 [
                     [
-                        r.phase,
-                        f"{r.p50_s:.1f}s",
-                        f"{r.p90_s:.1f}s",
-                        r.source,
-                        r.suggested_slots,
-                        r.current_slots,
-                        None if r.idle_share is None else f"{100 * r.idle_share:.0f}%",
+                        r["phase"],
+                        f"{r['p50_s']:.1f}s",
+                        f"{r['p90_s']:.1f}s",
+                        r["source"],
+                        r["suggested_slots"],
+                        r["current_slots"],
+                        None if r["idle_share"] is None else f"{100 * r['idle_share']:.0f}%",
                     ]
-                    for r in result.phases
+                    for r in result["phases"]
                 ],
             )
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from sealpool import views
 from sealpool.cli.context import CliContext, long_running, pass_context
 from sealpool.cli.render import emit, json_option, print_json, table
 from sealpool.config import CONFIG_ENV, setting_sources
@@ -18,7 +19,7 @@ from sealpool.worker_profiles.effective import apply_profile, profile_sources
 from sealpool.worker_profiles.launcher import run_workers
 from sealpool.worker_profiles.model import load_profile
 from sealpool.worker_profiles.plan import plan_profile
-from sealpool.worker_profiles.slots import server_ms, slot_reports
+from sealpool.worker_profiles.slots import server_ms
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 
@@ -114,21 +115,21 @@ def worker(ctx: CliContext, profile_file: Path) -> None:
 @pass_context
 def workers(ctx: CliContext, as_json: bool) -> None:
     """Every slot of every host: idle, busy (which sector) or lost, and its busy share."""
-    reports = slot_reports(ctx.store.client, ctx.settings.key_prefix)
+    reports = views.slots(ctx.store)
     now = server_ms(ctx.store.client)
 
     def human(console: Console) -> None:
         rows = [
             [
-                r.host,
-                r.phase,
-                r.index,
-                r.state,
-                r.sector,
-                f"{(now - r.since_ms) / 1000:.0f}s" if r.since_ms else None,
-                f"{100 * r.busy_share:.0f}%",
-                _cells(r.cores),
-                _cells(r.gpus),
+                r["host"],
+                r["phase"],
+                r["index"],
+                r["state"],
+                r["sector"],
+                f"{(now - r['since_ms']) / 1000:.0f}s" if r["since_ms"] else None,
+                f"{100 * r['busy_share']:.0f}%",
+                _cells(r["cores"]),
+                _cells(r["gpus"]),
             ]
             for r in reports
         ]

@@ -6,15 +6,37 @@ Steps raise PhaseError for failures the runner retries or records.
 
 from __future__ import annotations
 
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sealpool.backends import SECTOR_BYTES, PhaseRequest, Slot
-from sealpool.chain import Message, MessageKind
-from sealpool.config import EPOCH_SECONDS, Settings
+from sealpool.backends.base import check_sealed
+from sealpool.chain import Receipt
+from sealpool.chain.commitments import SEALED, UNSEALED, parse_commitment
+from sealpool.chain.messages import (
+    PRE_COMMIT_SECTOR_BATCH2,
+    PROVE_COMMIT_SECTORS3,
+    Activation,
+    Piece,
+    PreCommit,
+    encode_precommits,
+    encode_prove_commits,
+)
+from sealpool.chain.policy import (
+    MESSAGE_CONFIDENCE,
+    SEAL_PROOF,
+    expiration,
+    prove_commit_deadline,
+    seed_epoch,
+    ticket_expiry,
+    ticket_work_epochs,
+)
+from sealpool.config import EPOCH_SECONDS
 from sealpool.errors import ChainError, PhaseError
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
@@ -24,8 +46,7 @@ from sealpool.storage import roomiest, sector_dir
 from sealpool.store import Randomness, Sector, SectorState
 
 S = SectorState
-MAX_PROVE_COMMIT_EPOCHS = 30 * 2880 + 150
-TICKET_PHASES = (S.PRE_COMMIT_1, S.PRE_COMMIT_2, S.PRE_COMMITTING)  # a ticket must outlast
+RETRYABLE_EXIT_CODES = frozenset({6, 7, 19})  # funds or gas: the same message may pass later
 MIN_POLL_S = 0.02  # however fast the clock, never spin on the chain
 SEED_POLL_MAX_S = 600.0  # a seed wait is re-checked at least this often (wall seconds)
 
@@ -77,7 +98,7 @@ def add_piece(ctx: PhaseContext) -> dict[str, Any]:
 def pre_commit_1(ctx: PhaseContext) -> dict[str, Any]:
     ticket = usable_ticket(ctx)
     outputs = ctx.compute(ticket=ticket.model_dump())
-    expiry = ticket.epoch + ctx.runtime.settings.max_ticket_age
+    expiry = ticket_expiry(ticket.epoch, ctx.runtime.settings.max_ticket_age)
     return {
         "ticket": ticket,
         "deadlines": {"ticket_expiry": expiry},
@@ -98,12 +119,12 @@ def usable_ticket(ctx: PhaseContext) -> Randomness:
     needed = ticket_work_epochs(settings)
     ticket = sector.ticket
     if ticket is None or (
-        _lasts_until(ticket, settings.max_ticket_age) < head + needed
+        ticket_expiry(ticket.epoch, settings.max_ticket_age) < head + needed
         and settings.expired_ticket == "reticket"
     ):
         epoch = head - settings.ticket_confidence
         ticket = Randomness(epoch=epoch, value=chain.randomness("ticket", epoch, sector.miner))
-    expiry = _lasts_until(ticket, settings.max_ticket_age)
+    expiry = ticket_expiry(ticket.epoch, settings.max_ticket_age)
     if expiry < head + needed:
         raise PhaseError(
             f"{sector.id}: ticket of epoch {ticket.epoch} expires at {expiry}, but PC1, PC2 and "
@@ -113,58 +134,93 @@ def usable_ticket(ctx: PhaseContext) -> Randomness:
     return ticket
 
 
-def ticket_work_epochs(settings: Settings, since: SectorState = S.PRE_COMMIT_1) -> float:
-    """Epochs the phases from ``since`` to a landed precommit take (by the farm profile)."""
-    todo = TICKET_PHASES[TICKET_PHASES.index(since) :]
-    return sum(settings.phase_seconds.get(p.value, 0.0) for p in todo) / EPOCH_SECONDS
-
-
-def _lasts_until(ticket: Randomness, max_age: int) -> int:
-    return ticket.epoch + max_age
-
-
 def compute(ctx: PhaseContext) -> dict[str, Any]:
     """A phase that is the backend's computation and nothing else (PC2, C1, C2)."""
     return ctx.outputs(ctx.compute())
 
 
 def pre_committing(ctx: PhaseContext) -> dict[str, Any]:
-    settings, sector = ctx.runtime.settings, ctx.sector
+    """PreCommitSectorBatch2 of the sector, with its deposit; once it landed, the seed
+    epoch and prove-commit deadline from the on-chain PreCommitEpoch."""
+    settings, sector, chain = ctx.runtime.settings, ctx.sector, ctx.runtime.chain
     assert sector.ticket is not None
-    expiry = _lasts_until(sector.ticket, settings.max_ticket_age)
-    if ctx.runtime.chain.head() > expiry:
+    expiry = ticket_expiry(sector.ticket.epoch, settings.max_ticket_age)
+    head = chain.head()
+    if head + 1 > expiry:
         raise PhaseError(
             f"{sector.id}: ticket expired at epoch {expiry} before precommit", retry=False
         )
-    params = sector.outputs["PreCommit2"]["precommit_params"]
-    cid, landed = send_and_wait(ctx, "precommit", params)
-    deadline = landed + MAX_PROVE_COMMIT_EPOCHS
-    seed_epoch = landed + settings.precommit_challenge_delay
+    precommit = _precommit_of(ctx, head)
+    deposit = chain.precommit_deposit(precommit)
+    receipt = send_and_wait(ctx, PRE_COMMIT_SECTOR_BATCH2, encode_precommits([precommit]), deposit)
+    epoch = chain.precommit_epoch(sector.number)
+    if epoch is None:
+        raise PhaseError(f"{sector.id}: precommit {receipt.cid} landed, none on chain", retry=True)
+    deadline = prove_commit_deadline(epoch)
+    seed = seed_epoch(epoch, settings.precommit_challenge_delay)
+    outputs = {
+        "cid": receipt.cid, "epoch": epoch, "expiration": precommit.expiration,
+        "deposit": str(deposit), "seed_epoch": seed,
+    }  # fmt: skip
     return {
         "deadlines": {"prove_commit": deadline},
         "deadline_epoch": deadline,
-        **ctx.outputs({"cid": cid, "epoch": landed, "seed_epoch": seed_epoch}),
+        **ctx.outputs(outputs),
     }
 
 
-def send_and_wait(ctx: PhaseContext, kind: MessageKind, params: str) -> tuple[str, int]:
-    """Send the sector's message once (recorded before waiting), wait until it lands."""
+def _precommit_of(ctx: PhaseContext, head: int) -> PreCommit:
+    """The sector's SectorPreCommitInfo: CommR and (deal sectors) CommD from PreCommit2."""
+    sector, settings = ctx.sector, ctx.runtime.settings
+    assert sector.ticket is not None
+    sealed = sector.outputs["PreCommit2"]
+    try:
+        comm_r = parse_commitment(SEALED, sealed["comm_r"])
+        comm_d = parse_commitment(UNSEALED, sealed["comm_d"]) if sector.deal_ids else None
+    except (KeyError, ValueError) as exc:
+        why = f"{sector.id}: PreCommit2 gave no usable CommR/CommD: {exc}"
+        raise PhaseError(why, retry=False) from None
+    return PreCommit(
+        seal_proof=SEAL_PROOF[settings.sector_size], number=sector.number, comm_r=comm_r,
+        ticket_epoch=sector.ticket.epoch, expiration=expiration(head, sector.ticket.epoch),
+        comm_d=comm_d,
+    )  # fmt: skip
+
+
+def send_and_wait(ctx: PhaseContext, method: int, params: bytes, value: int) -> Receipt:
+    """Send the phase's message once, wait until it landed ``MESSAGE_CONFIDENCE`` deep.
+
+    The intent (a MsgUuid) is recorded with the lease before the push and the CID after
+    it: a phase retried after a crash pushes the same MsgUuid again, which the node answers
+    with the message already sent. A message that failed on chain is forgotten, so the
+    next attempt sends a new one.
+    """
     chain, sector = ctx.runtime.chain, ctx.sector
-    sent = sector.outputs.get(ctx.phase.value, {}).get("cid")
-    message = Message(cid=sent, sector_id=sector.id, kind=kind) if sent else None
-    if message is None:
-        message = chain.submit(kind, sector.id, params)
-        ctx.keeper.checkpoint(ctx.outputs({"cid": message.cid}))
-    poll_s = max(MIN_POLL_S, ctx.runtime.settings.wall_seconds(EPOCH_SECONDS))
-    while not ctx.keeper.cancelled.is_set():
-        try:
-            landed = chain.landed(message)
-        except ChainError as exc:
-            raise PhaseError(str(exc), retry=True) from None
-        if landed is not None:
-            return message.cid, landed
-        time.sleep(poll_s)
-    raise PhaseError(f"{sector.id}: stopped while waiting for {kind}", retry=True)
+    mine = sector.outputs.get(ctx.phase.value, {})
+    cid, intent = mine.get("cid"), mine.get("uuid") or str(uuid.uuid4())
+    try:
+        if cid is None:
+            ctx.keeper.checkpoint(ctx.outputs({"uuid": intent}))
+            cid = chain.push(method, params, value, intent)
+            ctx.keeper.checkpoint(ctx.outputs({"uuid": intent, "cid": cid}))
+        poll_s = max(MIN_POLL_S, ctx.runtime.settings.wall_seconds(EPOCH_SECONDS))
+        while not ctx.keeper.cancelled.is_set():
+            receipt = chain.search(cid)
+            if receipt is not None and chain.head() >= receipt.height + MESSAGE_CONFIDENCE:
+                break
+            time.sleep(poll_s)
+        else:
+            raise PhaseError(f"{sector.id}: stopped while waiting for {cid}", retry=True)
+    except ChainError as exc:
+        raise PhaseError(str(exc), retry=True) from None
+    if receipt.exit_code != 0:
+        ctx.keeper.checkpoint(ctx.outputs({"failed": receipt.cid}))
+        raise PhaseError(
+            f"{sector.id}: message {receipt.cid} (method {method}) failed on chain: "
+            f"exit code {receipt.exit_code}",
+            retry=receipt.exit_code in RETRYABLE_EXIT_CODES,
+        )
+    return receipt
 
 
 def seed_wait_s(runtime: Runtime, seed_epoch: int) -> float:
@@ -184,19 +240,51 @@ def wait_seed(ctx: PhaseContext) -> dict[str, Any]:
 
 
 def committing(ctx: PhaseContext) -> dict[str, Any]:
-    params = ctx.sector.outputs["Commit2"]["provecommit_params"]
-    cid, landed = send_and_wait(ctx, "provecommit", params)
-    return {"deadlines": {}, "deadline_epoch": None, **ctx.outputs({"cid": cid, "epoch": landed})}
+    """ProveCommitSectors3 of the sector's proof, paying its pledge less its deposit."""
+    sector, chain, settings = ctx.sector, ctx.runtime.chain, ctx.runtime.settings
+    precommitted = sector.outputs["PreCommitting"]
+    try:
+        proof = bytes.fromhex(sector.outputs["Commit2"]["proof"])
+    except (KeyError, ValueError) as exc:
+        why = f"{sector.id}: Commit2 gave no proof bytes: {exc}"
+        raise PhaseError(why, retry=False) from None
+    size = SECTOR_BYTES[settings.sector_size]
+    pieces: tuple[Piece, ...] = ()
+    if sector.deal_ids:  # one piece of the sector's CommD
+        comm_d = parse_commitment(UNSEALED, sector.outputs["PreCommit2"]["comm_d"])
+        pieces = (Piece(cid=comm_d, size=size),)
+    params = encode_prove_commits([Activation(sector.number, proof, pieces)])
+    pledge = chain.initial_pledge(size, precommitted["expiration"] - chain.head())
+    value = max(0, pledge - int(precommitted["deposit"]))
+    receipt = send_and_wait(ctx, PROVE_COMMIT_SECTORS3, params, value)
+    outputs = {"cid": receipt.cid, "epoch": receipt.height - 1}
+    return {"deadlines": {}, "deadline_epoch": None, **ctx.outputs(outputs)}
 
 
 def finalize(ctx: PhaseContext) -> dict[str, Any]:
-    sealed_path = sector_dir(roomiest(ctx.slot.sealed_dirs), ctx.sector.id)
-    outputs = ctx.compute(sealed_path=str(sealed_path))
-    if ctx.sector.temp_path and Path(ctx.sector.temp_path).exists():
+    """The backend copies the sealed file and cache to a sealed directory; they are checked
+    there (sizes, the sealed file's sha256) before the scratch is removed and the sector
+    may leave Finalize."""
+    sector, what = ctx.sector, f"Finalize of {ctx.sector.id}"
+    sealed_path = sector_dir(roomiest(ctx.slot.sealed_dirs), sector.id)
+    temp = Path(sector.temp_path).resolve() if sector.temp_path else None
+    if temp and (temp == sealed_path or temp in sealed_path.parents or sealed_path in temp.parents):
         raise PhaseError(
-            f"{ctx.sector.id}: Finalize left {ctx.sector.temp_path} behind", retry=True
+            f"{what}: sealed path {sealed_path} overlaps the scratch {temp}: temp and sealed "
+            "directories must be apart",
+            retry=False,
         )
-    ctx.runtime.scratch.release(ctx.slot.host, ctx.sector.id)
+    if temp and temp.exists() and ctx._scratch(str(temp)) is None:
+        raise PhaseError(
+            f"{what}: scratch {temp} is not <temp dir>/{sector.id} under this slot's temp dirs: "
+            "it would not be removed",
+            retry=False,
+        )
+    outputs = ctx.compute(sealed_path=str(sealed_path))
+    check_sealed(sealed_path, outputs, what)
+    if temp and temp.exists():
+        shutil.rmtree(temp)  # checked: this sector's directory under a temp root
+    ctx.runtime.scratch.release(ctx.slot.host, sector.id)
     return {"sealed_path": str(sealed_path), **ctx.outputs(outputs)}
 
 

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from sealpool.backends import SECTOR_BYTES
+from sealpool.chain.policy import TICKET_PHASES, ticket_work_epochs
 from sealpool.config import EPOCH_SECONDS
 from sealpool.deals import DealBook
 from sealpool.errors import ChangedMeanwhile, DealTaken, IllegalTransition, NotLeader
@@ -43,7 +44,6 @@ from sealpool.sealing_tasks.dispatch import (
     recover_lost,
     start,
 )
-from sealpool.sealing_tasks.steps import TICKET_PHASES, ticket_work_epochs
 from sealpool.store import PhaseStatus, Sector, SectorState
 from sealpool.store.states import RESTART_FROM
 from sealpool.supervisor.leader import LeaderLease
