@@ -28,7 +28,7 @@ from sealpool.runtime import runtime
 from sealpool.scratch_lease import check_scratch, stamp_scratch
 from sealpool.sealing_tasks.dispatch import dispatch, recover_lost, start
 from sealpool.sealing_tasks.lease_keeper import LeaseKeeper
-from sealpool.store import PhaseStatus, Sector, SectorState, SectorStore
+from sealpool.store import PhaseStatus, Randomness, Sector, SectorState, SectorStore
 from sealpool.supervisor import Supervisor
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.worker_profiles.plan import SlotPlan
@@ -299,3 +299,29 @@ def test_times_come_from_the_server_clock(store: SectorStore) -> None:
     after = store.now_ms()
     note = events(store, sector.id, "dispatch")[-1]
     assert before <= note.at_ms <= after
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["not sent", "intent recorded"])
+def test_a_sector_whose_precommit_may_be_sent_is_never_reticketed(
+    farm_env: Path, prefix: str, sent: bool
+) -> None:
+    rt = runtime(prefix)
+    old = Randomness(epoch=rt.chain.head() - 3800, value="00" * 32)  # expired
+    sector = place(rt.store, S.PRE_COMMITTING)
+    attempt = {"uuid": "7f1c5f0e-intent"} if sent else {}
+    rt.store.move(
+        sector.id,
+        S.PRE_COMMITTING,
+        actor="t",
+        sources=[S.PRE_COMMITTING],
+        expected_version=sector.version,
+        updates={
+            "ticket": old,
+            "deadlines": {"ticket_expiry": old.epoch + 3780},
+            "deadline_epoch": old.epoch + 3780,
+            "outputs": {"PreCommitting": attempt},
+        },
+    )
+    report = Supervisor(rt, "sup").tick()
+    assert report.reticketed == ([] if sent else [sector.id])
+    assert rt.store.get(sector.id).state is (S.PRE_COMMITTING if sent else S.PRE_COMMIT_1)

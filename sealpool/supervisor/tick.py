@@ -253,8 +253,8 @@ class Supervisor:
     def _ticket_runs_out(
         self, sector: Sector, expiry: int, finish: float, report: TickReport
     ) -> None:
-        if "cid" in sector.outputs.get(S.PRE_COMMITTING.value, {}):
-            return  # the precommit is sent: it lands or fails on chain, never re-ticketed
+        if _precommit_may_be_sent(sector):
+            return  # it lands or fails on chain: never re-ticketed meanwhile
         why = f"ticket expires at {expiry}, precommit could land at {finish:.0f} at best"
         reticket = self.rt.settings.expired_ticket == "reticket"
         target = S.PRE_COMMIT_1 if reticket else S.ABORTED
@@ -359,3 +359,10 @@ class Supervisor:
             return 1 << 30
         last_ms = int(self.store.client.get(self.store.keys.last_start) or 0)
         return int((self.store.now_ms() - last_ms) / 1000 / interval_s)
+
+
+def _precommit_may_be_sent(sector: Sector) -> bool:
+    """Whether the sector's precommit message may be on its way (its intent is recorded
+    before the push): a new ticket then would orphan it."""
+    attempt = sector.outputs.get(S.PRE_COMMITTING.value, {})
+    return "uuid" in attempt or "cid" in attempt
