@@ -284,6 +284,8 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]
         got = f" (got {shown_setting(loc[0], error.get('input'))})" if loc else ""
+        if loc and loc[0] in given:  # a command-line option: name the option alone
+            raise ConfigError(f"--{loc[0].replace('_', '-')}: {error['msg']}{got}") from None
         raise ConfigError(f"{source}: {'.'.join(loc) or 'settings'}: {error['msg']}{got}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

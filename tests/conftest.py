@@ -115,8 +115,8 @@ def registered(client: redis.Redis, prefix: str) -> Iterator[Callable[..., SlotP
     """Register SlotPools of the test's pool (heartbeat 0.2 s); unregistered afterwards."""
     pools: list[SlotPool] = []
 
-    def register(host: str, plans: list[SlotPlan]) -> SlotPool:
-        slots = SlotPool(client, prefix, host, plans, [], [], heartbeat_s=0.2)
+    def register(host: str, plans: list[SlotPlan], heartbeat_s: float = 0.2) -> SlotPool:
+        slots = SlotPool(client, prefix, host, plans, [], [], heartbeat_s=heartbeat_s)
         slots.register()
         pools.append(slots)
         return slots

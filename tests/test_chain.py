@@ -37,8 +37,9 @@ def test_sim_chain_clock_and_randomness(client: redis.Redis, prefix: str) -> Non
     chain = SimChain(client, prefix, time_scale=3000, start_epoch=500)
     other = SimChain(client, prefix, time_scale=3000, start_epoch=500)  # another process
     first = chain.head()
-    wait_until(lambda: chain.head() >= first + 4, 10)
-    assert abs(other.head() - chain.head()) <= 1
+    wait_until(lambda: chain.head() >= first + 4, 30)
+    before, seen, after = chain.head(), other.head(), chain.head()
+    assert before <= seen <= after  # one clock: no timing slack needed
     assert chain.randomness("ticket", 7, "f01000") == other.randomness("ticket", 7, "f01000")
     assert chain.randomness("ticket", 7, "f01000") != chain.randomness("seed", 7, "f01000")
     with pytest.raises(ChainError, match="beyond the head"):
@@ -57,7 +58,7 @@ def _precommit(chain: SimChain, number: int, **changes: int) -> PreCommit:
 
 
 def _landed(chain: SimChain, cid: str) -> Receipt:
-    wait_until(lambda: chain.search(cid) is not None, 10)
+    wait_until(lambda: chain.search(cid) is not None, 30)
     receipt = chain.search(cid)
     assert receipt is not None
     return receipt

@@ -76,7 +76,8 @@ def error_line(output: str) -> str:
             ["--redis-url", "redis://127.0.0.1:1/0", "pool", "stats"],
             "cannot reach Redis at redis://127.0.0.1:1/0",
         ),
-        (["--redis-url", "http://x", "pool", "stats"], "redis_url"),
+        (["--redis-url", "http://x", "pool", "stats"], "--redis-url: "),
+        (["--redis-url", "notaurl", "pool", "stats"], "--redis-url: "),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_changes_nothing(args: list[str], expected: str) -> None:

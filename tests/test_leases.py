@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import redis
@@ -90,11 +89,21 @@ def test_stale_token_is_refused_after_the_lease_expires(store: SectorStore) -> N
 
 def test_renew_extends_the_lease(store: SectorStore) -> None:
     sector = place(store, S.COMMIT_2)
-    lease = store.claim(sector.id, S.COMMIT_2, "gpu", lease_s=0.3)
+    lease_s = 60.0  # long enough that no scheduling delay can lapse it: what's tested is renewal
+    lease = store.claim(sector.id, S.COMMIT_2, "gpu", lease_s=lease_s)
     assert lease is not None
     for _ in range(4):
-        time.sleep(0.15)
-        lease = store.renew(lease, lease_s=0.3)
+        previous = lease.expires_ms
+        ticked = lambda p=previous: store.now_ms() > p - 1000 * lease_s  # noqa: E731
+        wait_until(ticked, what="the server clock moved on")
+        asked_at = store.now_ms()
+        lease = store.renew(lease, lease_s=lease_s)
+        now = store.now_ms()
+        assert lease.expires_ms > previous  # each renewal really extended it
+        assert asked_at + 1000 * lease_s <= lease.expires_ms <= now + 1000 * lease_s
+        assert lease.expires_ms > now  # still in the future on the server's clock
+        assert store.get(sector.id).lease_expires_ms == lease.expires_ms
+        assert store.client.zscore(store.keys.leases, sector.id) == lease.expires_ms
     assert store.claim(sector.id, S.COMMIT_2, "other") is None
     assert store.expired_leases() == []
 

@@ -15,6 +15,7 @@ from sealpool.sealing_tasks import dispatch, start
 from sealpool.store import PhaseStatus, Randomness, SectorState
 
 from farm_helpers import events, wait_for, worker
+from helpers import place
 
 S = SectorState
 PROCESSOR = [sys.executable, str(Path(__file__).parents[1] / "docs/examples/processor.py")]
@@ -246,3 +247,34 @@ def test_claim_refused_on_another_host(farm_env: Path, prefix: str) -> None:
     assert store.claim(sector.id, S.ADD_PIECE, "w-a", host="hostA") is None
     assert store.get(sector.id).status is PhaseStatus.QUEUED
     assert store.claim(sector.id, S.ADD_PIECE, "w-b2", host="hostB") is not None
+
+
+def test_finalize_retried_after_its_scratch_was_removed_completes(
+    farm_env: Path, prefix: str
+) -> None:
+    """An attempt copied and checked the sealed files, recorded them, removed the scratch
+    and died before completing: the next attempt checks the copy and completes."""
+    store = runtime(prefix).store
+    sector = place(store, S.FINALIZE)
+    sealed = farm_env / "hostA" / "sealed" / sector.id
+    (sealed / "cache").mkdir(parents=True)
+    (sealed / "sealed").write_bytes(b"s" * 4096)
+    (sealed / "cache" / "p_aux").write_bytes(b"p" * 64)
+    copied = {
+        "sealed_path": str(sealed), "sealed_bytes": 4096, "cache_files": {"p_aux": 64},
+        "sealed_sha256": hashlib.sha256(b"s" * 4096).hexdigest(),
+    }  # fmt: skip
+    gone = farm_env / "hostA" / "temp" / sector.id  # removed by the attempt that died
+    store.move(
+        sector.id,
+        S.FINALIZE,
+        actor="t",
+        sources=[S.FINALIZE],
+        expected_version=sector.version,
+        updates={"host": "hostA", "temp_path": str(gone), "outputs": {"Finalize": copied}},
+    )
+    with worker(prefix, phases=[S.FINALIZE]):
+        dispatch(store, store.get(sector.id))
+        done = wait_for(store, [sector.id])[0]
+    assert done.state is S.PROVING, done.last_error
+    assert done.sealed_path == str(sealed)

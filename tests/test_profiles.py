@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
+import traceback
 from pathlib import Path
 
 import pytest
@@ -115,10 +118,69 @@ def test_storage_errors(tmp_path: Path) -> None:
         f"{path}: storage.sealed[0].path: {tmp_path}/s1 has 1.0 KiB for sealpool, one sector "
         "needs 2.0 KiB",
     ]
-    if os.access("/proc/sys", os.W_OK):
-        pytest.skip("no read-only directory to test with")
-    path.write_text(text.replace(f"{tmp_path}/gone", "/proc/sys"))
-    assert "/proc/sys is not writable" in plan_profile(load_profile(path), path, BOX).errors[0]
+    if os.geteuid() == 0:  # root may write anywhere: check as an unprivileged user
+        found = errors_as_nobody(text.replace(str(tmp_path), "{root}"))
+    elif os.access("/proc/sys", os.W_OK):
+        pytest.skip("/proc/sys is writable: no read-only directory to test with")
+    else:
+        path.write_text(text.replace(f"{tmp_path}/gone", "/proc/sys"))
+        found = plan_profile(load_profile(path), path, BOX).errors
+    assert "/proc/sys is not writable" in found[0], found
+
+
+NOBODY = 65534
+
+
+def errors_as_nobody(template: str) -> list[str]:
+    """The plan's errors for the profile ``template`` (its directories under ``{root}``, its
+    ``{root}/gone`` made /proc/sys), checked by a forked child that runs as user nobody.
+
+    A fork rather than ``subprocess.run(user=...)``: nobody may not reach the interpreter
+    (e.g. under /root); the forked child has every module loaded already.
+    """
+    root = Path(tempfile.mkdtemp(prefix="sealpool-nobody-"))
+    try:
+        root.chmod(0o755)
+        for name in ("t1", "t2", "s1"):
+            (root / name).mkdir()
+            (root / name).chmod(0o777)  # writable for nobody: only /proc/sys is not
+        path = root / "box.toml"
+        path.write_text(template.replace("{root}/gone", "/proc/sys").replace("{root}", str(root)))
+        profile = load_profile(path)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: drop to nobody, answer through the pipe, never return
+            code = 2  # 2: could not become nobody; 1: the check itself failed
+            try:
+                os.close(read)
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                code = 1
+                answer = {
+                    "writable": os.access("/proc/sys", os.W_OK),
+                    "errors": plan_profile(profile, path, BOX).errors,
+                }
+                os.write(write, json.dumps(answer).encode())
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            reply = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 2:
+        pytest.skip("could not become user nobody (see the child's traceback)")
+    assert code == 0, "the check as user nobody failed (see the child's traceback)"
+    answer = json.loads(reply)
+    if answer["writable"]:
+        pytest.skip("/proc/sys is writable even for nobody: no read-only directory to test with")
+    return answer["errors"]
 
 
 @pytest.mark.parametrize("sealed", ["t1", "t1/sealed", "."])

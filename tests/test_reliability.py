@@ -140,7 +140,7 @@ def test_chaos_kill_workers_and_the_leader(
                     supervisors.kill(name)  # the leader dies without resigning
                     supervisors.add()
         try:
-            done = wait_for(store, [s.id for s in sectors], timeout_s=150)
+            done = wait_for(store, [s.id for s in sectors], timeout_s=300)
         finally:
             supervisors.stop()
     assert [s.state for s in done] == [S.PROVING] * len(sectors)
@@ -269,7 +269,13 @@ def test_pickle_is_never_accepted(farm_env: Path, prefix: str) -> None:
     with worker(prefix, phases=[S.ADD_PIECE], concurrency=1):
         message = sector.msg_id
         app.send_task("sealpool.ap", kwargs=kwargs, serializer="pickle", task_id=message)
-        time.sleep(2.0)
+        queues = lambda: store.client.scan_iter(f"{prefix}.ap*")  # noqa: E731
+        wait_until(
+            lambda: sum(store.client.llen(q) for q in queues()) == 0,
+            timeout_s=60,
+            what="the worker took the pickled message off its queue",
+        )
+        time.sleep(1.0)  # had it been accepted, it would be running by now
         assert events(store, sector.id, "claim") == []  # the pickled message never ran
         app.send_task("sealpool.ap", kwargs=kwargs, task_id=message)  # the same as JSON does
         wait_for(store, [sector.id], done=[S.PRE_COMMIT_1], timeout_s=20)

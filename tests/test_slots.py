@@ -147,11 +147,19 @@ def test_a_gpu_lock_taken_away_sets_lost(
     prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    slots = registered("box", [GPU_SLOT])
+    slots = registered("box", [GPU_SLOT], heartbeat_s=1.0)  # a 3 s lock: a late beat keeps it
     lost = threading.Event()
+    key = f"{prefix}:gpulock:box:gpu-0"
     with caplog.at_level(logging.WARNING), slots.acquire("f01000-1", "PreCommit2", lost):
-        assert client.exists(f"{prefix}:gpulock:box:gpu-0")
-        assert not lost.wait(1.0)  # renewed by the heartbeat meanwhile
+        assert client.exists(key)
+        left = [client.pttl(key)]
+
+        def renewed() -> bool:  # the lock's time to live went up: the heartbeat renewed it
+            left.append(client.pttl(key))
+            return left[-1] > left[-2]
+
+        wait_until(renewed, what="the heartbeat renewed the GPU lock")
+        assert not lost.is_set()
         client.set(f"{prefix}:gpulock:box:gpu-0", "another owner")
         assert lost.wait(30)
     assert "lost GPU lock" in caplog.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,13 +12,15 @@ import redis
 from sealpool.deals import DealBook, sector_per_deal
 from sealpool.runtime import runtime
 from sealpool.store import PhaseStatus, Randomness, SectorState
+from sealpool.store.keys import PoolKeys
 from sealpool.supervisor import Supervisor
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.supervisor.ratio import PhaseTime, suggest
 from sealpool.worker_profiles.plan import SlotPlan
-from sealpool.worker_profiles.slots import SlotPool
+from sealpool.worker_profiles.slots import SlotPool, server_ms
 
 from farm_helpers import events
+from helpers import wait_until
 
 S = SectorState
 ENTRIES = {"start", "take-over", "restart", "reticket", "resume"}  # events that dispatch
@@ -34,7 +35,8 @@ def supervised(farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 def register_slots(client: redis.Redis, pool: str, host: str, phase: str, count: int) -> SlotPool:
     plans = [SlotPlan(phase, i, None, None, {}) for i in range(count)]
-    slots = SlotPool(client, pool, host, plans, [], [], heartbeat_s=0.2)
+    # a 6 s slot TTL: no test here checks a lost slot, so a stalled beat must not fake one
+    slots = SlotPool(client, pool, host, plans, [], [], heartbeat_s=2.0)
     slots.register()
     return slots
 
@@ -120,7 +122,7 @@ def test_four_supervisors_never_duplicate(
             rt.store.move(sector.id, S.ADD_PIECE, actor="t")
             rt.store.move(sector.id, S.PRE_COMMIT_1, actor="t")
             rt.store.claim(sector.id, S.PRE_COMMIT_1, "dead", lease_s=0.05, host="hostA")
-        time.sleep(0.1)
+        wait_until(lambda: len(rt.store.expired_leases()) == 4, what="the dead leases expired")
         supervisors = [Supervisor(runtime(prefix), f"sup-{i}") for i in range(4)]
 
         def run(boss: Supervisor, leaderless: bool) -> None:
@@ -156,14 +158,16 @@ def test_four_supervisors_never_duplicate(
 def test_leadership_fails_over_within_one_lease(
     supervised: Path, prefix: str, client: redis.Redis
 ) -> None:
-    first = LeaderLease(client, prefix, "a", lease_s=0.4)
-    second = LeaderLease(client, prefix, "b", lease_s=0.4)
+    lease_ms = 2000  # long enough that a loaded machine can't lapse it between two calls
+    first = LeaderLease(client, prefix, "a", lease_s=lease_ms / 1000)
+    second = LeaderLease(client, prefix, "b", lease_s=lease_ms / 1000)
     assert first.hold() and not second.hold()
     assert first.hold() and first.leader() == "a"  # renewing keeps it
-    taken_at = time.monotonic()
-    while not second.hold():  # "a" died: stops renewing
-        time.sleep(0.05)
-    assert time.monotonic() - taken_at <= 0.5
+    renewed_ms = server_ms(client)  # "a" dies here: it stops renewing
+    assert 0 < client.pttl(PoolKeys(prefix).leader) <= lease_ms
+    passed = lambda: server_ms(client) >= renewed_ms + lease_ms  # noqa: E731
+    wait_until(passed, what="one lease passed on the server's clock")
+    assert second.hold()  # the first try once one lease has passed takes it
     assert second.token > first.token and second.leader() == "b"
     assert not first.hold()  # the old leader learns it lost the lead
     second.resign()
@@ -236,7 +240,7 @@ def test_expired_lease_on_a_live_host_is_requeued_there(supervised: Path, prefix
         for state in (S.ADD_PIECE, S.PRE_COMMIT_1, S.PRE_COMMIT_2):
             rt.store.move(sector.id, state, actor="t")
         assert rt.store.claim(sector.id, S.PRE_COMMIT_2, "hung", lease_s=0.05, host="hostA")
-        time.sleep(0.1)
+        wait_until(lambda: rt.store.expired_leases() == [sector.id], what="the lease expired")
         report = Supervisor(rt, "sup").tick()
     finally:
         slots.unregister()

@@ -8,10 +8,18 @@ from types import FrameType
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from sealpool.cli.render import emit, json_option, table
+from sealpool.cli.render import duration, emit, json_option, short, table
 from sealpool.demo import DemoResult, run_demo
+from sealpool.storage import format_bytes
 from sealpool.store import WORK_PHASES, SectorState
 
 
@@ -24,20 +32,20 @@ def _summary(result: DemoResult) -> list[list[object]]:
         ["sectors sealed", f"{result.sectors_sealed} / {result.sectors}"],
         ["sectors failed", result.sectors_failed],
         ["hosts", result.hosts],
-        ["elapsed (wall)", f"{result.elapsed_s:.1f} s"],
-        ["cross-host temp bytes", result.cross_host_bytes],
+        ["elapsed (wall)", duration(result.elapsed_s)],
+        ["cross-host temp bytes", format_bytes(result.cross_host_bytes)],
         ["temp phases of each sector on one host", result.temp_phase_hosts_consistent],
         ["throughput (farm time)", f"{result.throughput_per_h * 24 / result.time_scale:.1f} "
                                    "sectors/day"],
         ["bottleneck bound (farm time)", f"{result.bound_per_h * 24 / result.time_scale:.1f} "
-                                         f"sectors/day ({result.bottleneck})"],
+                                         f"sectors/day ({short(result.bottleneck)})"],
         ["throughput / bound", f"{result.bound_ratio:.2f}"],
     ]  # fmt: skip
     for phase, seconds in result.phase_seconds.items():
         rows.append(
             [
-                f"mean {phase}",
-                f"{seconds:.2f} s wall = {seconds * result.time_scale / 60:.1f} min farm",
+                f"mean {short(phase)}",
+                f"{duration(seconds * result.time_scale)} farm ({duration(seconds)} wall)",
             ]
         )
     return rows
@@ -64,9 +72,16 @@ def demo(sectors: int, hosts: int, time_scale: float, as_json: bool) -> None:
         TimeElapsedColumn(),
         disable=as_json,
     ) as bars:
-        tasks = {phase: bars.add_task(phase.value, total=sectors) for phase in WORK_PHASES}
+        starting = bars.add_task(
+            f"starting workers on {hosts} host{'s' if hosts > 1 else ''}", total=None
+        )
+        tasks: dict[SectorState, TaskID] = {}
 
         def show(done: dict[SectorState, int]) -> None:
+            if not tasks:  # the workers are up: sealing has begun
+                bars.remove_task(starting)
+                for phase in WORK_PHASES:
+                    tasks[phase] = bars.add_task(short(phase.value), total=sectors)
             for phase, count in done.items():
                 bars.update(tasks[phase], completed=count)
 
@@ -76,6 +91,6 @@ def demo(sectors: int, hosts: int, time_scale: float, as_json: bool) -> None:
             raise click.ClickException("interrupted: every worker and server stopped") from None
 
     def human(console: Console) -> None:
-        console.print(table("sealpool demo", ["", ""], _summary(result)))
+        console.print(table("sealpool demo", ["measure", "result"], _summary(result)))
 
     emit(asdict(result), as_json, human)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from sealpool import views
 from sealpool.cli.context import CliContext, pass_context
-from sealpool.cli.render import emit, json_option, table
+from sealpool.cli.render import duration, emit, json_option, short, table, utc
+from sealpool.storage import format_bytes
 from sealpool.store import KINDS, WORK_PHASES, Sector, SectorState
 from sealpool.supervisor import actions
 from sealpool.supervisor.stuck import stuck_reason
@@ -18,16 +20,17 @@ from sealpool.worker_profiles.slots import live_consumers
 _STATE = click.Choice([state.value for state in SectorState], case_sensitive=False)
 _PHASE = click.Choice([phase.value for phase in WORK_PHASES], case_sensitive=False)
 _KIND = click.Choice(list(KINDS), case_sensitive=False)
-_COLUMNS = ["id", "kind", "state", "status", "priority", "host", "attempts", "last error"]
+_COLUMNS = ["id", "kind", "state", "status", "prio", "host", "retries", "last error"]
+# A longer token (a proof) is shown as its start and length; hashes, CIDs, paths in full.
+_LONG = 128
 
 
-def _when(at_ms: int) -> str:
-    """``at_ms`` as a UTC time to the millisecond."""
-    return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+def _retries(attempts: dict[str, int]) -> int:
+    """Claims beyond the first of each phase: 0 for a sector that never had to retry."""
+    return sum(max(0, count - 1) for count in attempts.values())
 
 
 def _row(sector: Sector, stuck: str | None = None) -> list[object]:
-    attempts = sum(sector.attempts.values())
     return [
         sector.id,
         sector.kind,
@@ -35,7 +38,7 @@ def _row(sector: Sector, stuck: str | None = None) -> list[object]:
         f"stuck: {stuck}" if stuck else sector.status,
         sector.priority,
         sector.host,
-        attempts,
+        _retries(sector.attempts),
         sector.last_error,
     ]
 
@@ -134,19 +137,18 @@ def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
     data = views.sector(ctx.store, sector_id)
 
     def human(console: Console) -> None:
-        fields = data["sector"]
-        console.print(table(sector_id, ["field", "value"], [[k, v] for k, v in fields.items()]))
+        console.print(_fields(data["sector"]))
+        created = data["sector"]["created_ms"]
         console.print(
             table(
-                "history",
-                ["at (UTC)", "actor", "event", "from", "to", "detail"],
+                "history (time since created)",
+                ["after", "actor", "event", "state", "detail"],
                 [
                     [
-                        _when(h["at_ms"]),
+                        duration((h["at_ms"] - created) / 1000),
                         h["actor"],
                         h["event"],
-                        h["from_state"],
-                        h["to_state"],
+                        _transition(h["from_state"], h["to_state"]),
                         h["detail"],
                     ]
                     for h in data["history"]
@@ -155,6 +157,46 @@ def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
         )
 
     emit(data, as_json, human)
+
+
+def _fields(sector: dict[str, Any]) -> Table:
+    """The record as key/value lines: times in UTC, a line per phase output, empty fields
+    left out (``--json`` shows them all, raw)."""
+    lines = Table.grid(padding=(0, 1))
+    lines.add_column(style="bold", no_wrap=True)
+    lines.add_column(overflow="fold")
+    for name, value in sector.items():
+        if value in (None, {}, [], "") or name == "outputs":
+            continue
+        if name.endswith("_ms"):
+            name, value = name.removesuffix("_ms"), f"{utc(value)} UTC"
+        elif name == "attempts":
+            value = " ".join(f"{short(phase)}={n}" for phase, n in value.items())
+        elif isinstance(value, dict) and set(value) == {"epoch", "value"}:  # ticket, seed
+            value = f"epoch {value['epoch']} {value['value']}"  # the hash whole on its line
+        lines.add_row(name, _plain(value))
+    for phase, output in sector.get("outputs", {}).items():
+        lines.add_row(f"out {short(phase)}", _plain(output))
+    return lines
+
+
+def _plain(value: object, key: str = "") -> str:
+    """A value in words: mappings as ``key=value``, sizes humanized, a proof shortened."""
+    if isinstance(value, dict):
+        pairs = " ".join(f"{k}={_plain(v, k)}" for k, v in value.items() if v is not None)
+        return f"({pairs})" if key else pairs
+    if isinstance(value, list):
+        return ",".join(map(_plain, value)) or "-"
+    if isinstance(value, int) and key.endswith("bytes"):
+        return format_bytes(value).replace(" ", "")
+    text = str(value)
+    if len(text) > _LONG and not any(c.isspace() or c == "/" for c in text):
+        return f"{text[:16]}… ({len(text)} chars)"
+    return text
+
+
+def _transition(before: str, after: str) -> str:
+    return short(after) if before in ("", after) else f"{short(before)}→{short(after)}"
 
 
 @group.command()

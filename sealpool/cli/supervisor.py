@@ -15,9 +15,10 @@ from rich.console import Console
 from sealpool import views
 from sealpool.backends import SECTOR_BYTES
 from sealpool.cli.context import CliContext, long_running, pass_context
-from sealpool.cli.render import emit, json_option, table
+from sealpool.cli.render import duration, emit, json_option, short, table, utc
 from sealpool.deals import DealBook, check_piece
 from sealpool.exporter import PoolCollector
+from sealpool.storage import format_bytes
 from sealpool.supervisor import Supervisor, TickReport
 from sealpool.supervisor.loop import run_supervisor
 from sealpool.worker_profiles.model import parse_size
@@ -135,8 +136,11 @@ def deals_list(ctx: CliContext, as_json: bool) -> None:
         lambda c: c.print(
             table(
                 "waiting deals",
-                ["deal", "piece size", "piece CID", "source", "added (ms)"],
-                [[d.deal_id, d.piece_size, d.piece_cid, d.source, d.added_ms] for d in waiting],
+                ["deal", "piece size", "piece CID", "source", "added (UTC)"],
+                [
+                    [d.deal_id, format_bytes(d.piece_size), d.piece_cid, d.source, utc(d.added_ms)]
+                    for d in waiting
+                ],
             )
         ),
     )
@@ -149,20 +153,24 @@ def deals_list(ctx: CliContext, as_json: bool) -> None:
 @json_option
 @pass_context
 def ratio(ctx: CliContext, pc1: int | None, as_json: bool) -> None:
-    """Suggested slots per phase from measured phase times, the bottleneck, sectors/day."""
+    """Suggested slots per phase from measured phase times, the bottleneck, sectors/day
+    (in farm time when SEALPOOL_TIME_SCALE is set, as the demo reports)."""
     result = views.ratio(ctx.store, ctx.settings, pc1)
+    scale = ctx.settings.time_scale  # phase times are measured in wall time
 
     def human(console: Console) -> None:
+        clock = "" if scale == 1 else f" in farm time (×{scale:g})"
         console.print(
             table(
-                f"slots for {result['pc1_slots']} PC1 slots — bottleneck {result['bottleneck']}, "
-                f"{result['sectors_per_day']:.1f} sectors/day",
+                f"for {result['pc1_slots']} PC1 slots: bottleneck "
+                f"{short(result['bottleneck'])}, "
+                f"{result['sectors_per_day'] / scale:.1f} sectors/day{clock}",
                 ["phase", "p50", "p90", "from", "suggested", "current", "idle"],
                 [
                     [
-                        r["phase"],
-                        f"{r['p50_s']:.1f}s",
-                        f"{r['p90_s']:.1f}s",
+                        short(r["phase"]),
+                        duration(r["p50_s"] * scale),
+                        duration(r["p90_s"] * scale),
                         r["source"],
                         r["suggested_slots"],
                         r["current_slots"],

@@ -11,10 +11,11 @@ from rich.console import Console
 
 from sealpool import views
 from sealpool.cli.context import CliContext, long_running, pass_context
-from sealpool.cli.render import emit, json_option, print_json, table
+from sealpool.cli.render import duration, emit, json_option, print_json, short, table
 from sealpool.config import CONFIG_ENV, setting_sources
 from sealpool.connection import connect
 from sealpool.errors import ConfigError
+from sealpool.storage import format_bytes
 from sealpool.worker_profiles.effective import apply_profile, profile_sources
 from sealpool.worker_profiles.launcher import run_workers
 from sealpool.worker_profiles.model import load_profile
@@ -25,7 +26,20 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 
 
 def _cells(values: tuple[int, ...] | list[int] | None) -> str:
-    return ",".join(map(str, values)) if values else "-"
+    """Core or GPU numbers, runs of consecutive ones as ranges: ``0-3,8``."""
+    if not values:
+        return "-"
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _size(size: int | None) -> str | None:
+    return None if size is None else format_bytes(size)
 
 
 @click.group("profile")
@@ -61,7 +75,13 @@ def check(ctx: CliContext, file: Path, as_json: bool) -> None:
                 f"{plan.host}: slots",
                 ["phase", "slot", "cores", "gpus", "locks"],
                 [
-                    [s.phase, s.index, _cells(s.cores), _cells(s.gpus), ",".join(s.locks) or "-"]
+                    [
+                        short(s.phase),
+                        s.index,
+                        _cells(s.cores),
+                        _cells(s.gpus),
+                        ",".join(s.locks) or "-",
+                    ]
                     for s in plan.slots
                 ],
             )
@@ -70,16 +90,16 @@ def check(ctx: CliContext, file: Path, as_json: bool) -> None:
             table(
                 "storage",
                 ["role", "path", "capacity", "free"],
-                [[p.role, p.path, p.capacity, p.free] for p in plan.storage],
+                [[p.role, p.path, _size(p.capacity), _size(p.free)] for p in plan.storage],
             )
         )
-        settings_table = table(
-            "settings",
-            ["setting", "value", "from"],
-            [[name, _setting(each["value"]), each["source"]] for name, each in shown.items()],
+        console.print(
+            table(
+                "settings",
+                ["setting", "value", "from"],
+                [[name, _setting(each["value"]), each["source"]] for name, each in shown.items()],
+            )
         )
-        settings_table.columns[1].overflow = "fold"  # paths and argv in full
-        console.print(settings_table)
 
     if plan.errors and not as_json:
         raise ConfigError("\n".join(plan.errors))
@@ -122,11 +142,11 @@ def workers(ctx: CliContext, as_json: bool) -> None:
         rows = [
             [
                 r["host"],
-                r["phase"],
+                short(r["phase"]),
                 r["index"],
                 r["state"],
                 r["sector"],
-                f"{(now - r['since_ms']) / 1000:.0f}s" if r["since_ms"] else None,
+                duration(max(0, now - r["since_ms"]) / 1000) if r["since_ms"] else None,
                 f"{100 * r['busy_share']:.0f}%",
                 _cells(r["cores"]),
                 _cells(r["gpus"]),
@@ -136,7 +156,7 @@ def workers(ctx: CliContext, as_json: bool) -> None:
         console.print(
             table(
                 "sealpool workers",
-                ["host", "phase", "slot", "state", "sector", "for", "busy (1 h)", "cores", "gpus"],
+                ["host", "phase", "slot", "state", "sector", "for", "busy 1h", "cores", "gpus"],
                 rows,
             )
         )

@@ -87,35 +87,36 @@ def recover_lost(
     bind_host: bool,
     lost_ms: int,
     hosts: Iterable[str],
-    holder_alive: Callable[[str], bool] = lambda _holder: True,
+    holder_alive: Callable[[str], bool] = lambda _holder: False,
 ) -> list[str]:
-    """Replace the messages sent, due for ``lost_ms``, not claimed, and either nowhere in
-    the broker (a worker took one and died before its claim) or held for a countdown by a
-    worker process that is gone (not ``holder_alive``: the broker would give the message
-    back only after its visibility timeout); the sector ids re-sent.
+    """Replace the messages due for ``lost_ms`` and still not claimed, unless they wait in
+    a queue (a backlog) or a live worker process holds them for a countdown (recorded as
+    their holder, ``holder_alive``); the sector ids re-sent.
 
-    A message still in a queue (a long backlog) or held by a live worker is looked at again
-    ``lost_ms`` later: it is never duplicated.
+    Any other such message is lost: nowhere in the broker (a worker took it and died before
+    its claim), or delivered to a worker that is gone (the broker would give it back only
+    after its visibility timeout). Its replacement has a new id, so the old one can never
+    run if it turns up after all.
     """
     now = store.now_ms()
     sectors = [
         s for s in store.get_many(store.unclaimed(now - lost_ms)) if s.msg_id and s.msg_sent_ms
     ]
-    found = store.in_broker(
+    queued, delivered = store.in_broker(
         [s.msg_id for s in sectors if s.msg_id], queue_lists(store.prefix, hosts)
     )
-    waiting = {
+    waiting = queued | {
         s.msg_id
         for s in sectors
-        if s.msg_id in found and (s.msg_holder is None or holder_alive(s.msg_holder))
+        if s.msg_id in delivered and s.msg_holder is not None and holder_alive(s.msg_holder)
     }
     store.recheck_unclaimed([s.id for s in sectors if s.msg_id in waiting], now)
     resent = []
     for sector in sectors:
         if sector.msg_id in waiting or sector.msg_id is None:
             continue
-        why = "its holder died" if sector.msg_id in found else "not in the broker: lost"
-        fresh = store.reissue(sector.id, sector.msg_id, 0.0, why)
+        why = "its worker is gone" if sector.msg_id in delivered else "not in the broker"
+        fresh = store.reissue(sector.id, sector.msg_id, 0.0, f"lost: {why}")
         if fresh is not None:
             dispatch(store, fresh, actor=actor, bind_host=bind_host)
             resent.append(sector.id)

@@ -280,12 +280,30 @@ def finalize(ctx: PhaseContext) -> dict[str, Any]:
             "it would not be removed",
             retry=False,
         )
-    outputs = ctx.compute(sealed_path=str(sealed_path))
-    check_sealed(sealed_path, outputs, what)
+    outputs = _copied_before(ctx)
+    if outputs is None:
+        outputs = {**ctx.compute(sealed_path=str(sealed_path)), "sealed_path": str(sealed_path)}
+        check_sealed(sealed_path, outputs, what)
+        ctx.keeper.checkpoint(ctx.outputs(outputs))  # recorded before the scratch goes
+    else:
+        sealed_path = Path(outputs["sealed_path"])
+        check_sealed(sealed_path, outputs, what)
     if temp and temp.exists():
         shutil.rmtree(temp)  # checked: this sector's directory under a temp root
     ctx.runtime.scratch.release(ctx.slot.host, sector.id)
     return {"sealed_path": str(sealed_path), **ctx.outputs(outputs)}
+
+
+def _copied_before(ctx: PhaseContext) -> dict[str, Any] | None:
+    """The outputs of an earlier attempt of this Finalize that copied and checked the
+    sealed files under one of the slot's sealed directories, then stopped before
+    completing (its scratch may be gone already): this attempt only checks them again."""
+    earlier = ctx.sector.outputs.get(S.FINALIZE.value, {})
+    path = earlier.get("sealed_path")
+    roots = [root.resolve() for root in ctx.slot.sealed_dirs]
+    if path is None or Path(path).resolve() not in (sector_dir(r, ctx.sector.id) for r in roots):
+        return None
+    return earlier
 
 
 STEPS: dict[SectorState, Callable[[PhaseContext], dict[str, Any]]] = {

@@ -502,13 +502,17 @@ class SectorStore:
         if mapping:
             self.client.zadd(self.keys.unclaimed, mapping, xx=True)
 
-    def in_broker(self, message_ids: Iterable[str], queue_lists: Iterable[str]) -> set[str]:
-        """The message ids found in the broker: in these queue lists, or delivered and not
-        yet acknowledged (taken by a worker, or a countdown held in its timer)."""
+    def in_broker(
+        self, message_ids: Iterable[str], queue_lists: Iterable[str]
+    ) -> tuple[set[str], set[str]]:
+        """Which message ids the broker holds: (waiting in these queue lists, delivered to
+        a worker and not yet acknowledged — a countdown in its timer, or a worker that died
+        before running it)."""
         ids = list(message_ids)
         if not ids:
-            return set()
-        return set(self._in_broker(keys=[UNACKED_KEY, *queue_lists], args=ids))
+            return set(), set()
+        queued, delivered = self._in_broker(keys=[UNACKED_KEY, *queue_lists], args=ids)
+        return set(queued), set(delivered)
 
     # -- internals ----------------------------------------------------------------------
 

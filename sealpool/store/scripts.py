@@ -335,22 +335,22 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-# IN_BROKER: which of the message ids ARGV[1..] wait in the broker: in a queue's lists
-# (KEYS[2..]) or taken by a worker and not yet acknowledged (kombu's unacked hash, KEYS[1];
-# a countdown held in a worker's timer stays there until it runs). Read-only.
-# Returns the ids found.
+# IN_BROKER: where the message ids ARGV[1..] are in the broker: waiting in a queue's lists
+# (KEYS[2..]), or delivered to a worker and not yet acknowledged (kombu's unacked hash,
+# KEYS[1]: a countdown held in a worker's timer, or a message whose worker died before
+# running it). Read-only. Returns {ids queued, ids delivered}.
 IN_BROKER = """
 local wanted = {}
 for _, id in ipairs(ARGV) do wanted[id] = true end
-local found = {}
-local function scan(payload)
-  for id in string.gmatch(payload, '"id": "([^"]+)"') do
-    if wanted[id] then found[#found + 1] = id; wanted[id] = nil end
+local function scan(payloads, found)
+  for _, payload in ipairs(payloads) do
+    for id in string.gmatch(payload, '"id": "([^"]+)"') do
+      if wanted[id] then found[#found + 1] = id; wanted[id] = nil end
+    end
   end
+  return found
 end
-for i = 2, #KEYS do
-  for _, payload in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do scan(payload) end
-end
-for _, payload in ipairs(redis.call('HVALS', KEYS[1])) do scan(payload) end
-return found
+local queued = {}
+for i = 2, #KEYS do scan(redis.call('LRANGE', KEYS[i], 0, -1), queued) end
+return {queued, scan(redis.call('HVALS', KEYS[1]), {})}
 """
