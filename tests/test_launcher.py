@@ -74,7 +74,8 @@ class Launchers:
     def consuming(
         self, client: redis.Redis, pool: str, launcher: subprocess.Popen[bytes]
     ) -> dict[str, int]:
-        """Wait until both phase processes own their slots (they consume); their pids."""
+        """Wait until both phase processes own their slots and are ready (each start of
+        them logged ready); their pids."""
         me = socket.gethostname()
         pids: dict[str, int] = {}
 
@@ -82,8 +83,11 @@ class Launchers:
             nonlocal pids
             assert launcher.poll() is None, self.log.read_text()
             pids = self.phase_pids(launcher)
+            log = self.log.read_text(errors="replace")
             return set(pids) == set(PHASES) and all(
                 slot_holder(client, pool, "hostA", PHASES[name]) == f"{pid}@{me}"
+                # past start-up (its signal handlers set), restarts included
+                and log.count(f"{name} ready.") > log.count(f"worker {name} started again")
                 for name, pid in pids.items()
             )
 

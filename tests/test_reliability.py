@@ -299,7 +299,7 @@ def test_redis_password_is_honoured(tmp_path: Path) -> None:
 
 def test_a_redis_url_of_another_scheme_is_refused() -> None:
     """(TLS itself is exercised against a real TLS server in test_tls.py.)"""
-    with pytest.raises(ConfigError, match=r"redis_url: .*must start with redis://.*'http://x'"):
+    with pytest.raises(ConfigError, match=r"redis.url: .*must start with redis://.*'http://x'"):
         load_settings(redis_url="http://x")
 
 
