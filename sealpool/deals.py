@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +115,8 @@ class DealBook:
         if deal_id < 0:
             raise ValueError(f"deal id {deal_id}: must not be negative")
         source = check_piece(piece_size, sector_bytes, piece_cid=piece_cid, source=source)
-        now_ms = int(time.time() * 1000)
+        seconds, micros = self.client.time()  # the pool's one clock: the server's
+        now_ms = seconds * 1000 + micros // 1000
         record = {"deal_id": deal_id, "piece_size": piece_size, "added_ms": now_ms}
         record |= {"piece_cid": piece_cid, "source": source}
         if self.client.hsetnx(self.records, str(deal_id), json.dumps(record)):

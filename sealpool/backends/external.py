@@ -28,6 +28,12 @@ stops at once, whatever still holds the pipes (a descendant that left the group)
 processor that exits while a descendant keeps its pipes open is waited for
 ``EXIT_GRACE_S``, then its group is killed.
 
+Fencing: the request carries ``token``, the fencing token of this attempt's lease, and
+sealpool stamps the sector's temp directory with it (``.lease``) before starting the
+processor. A processor that writes the scratch over a long time should check that file
+still holds its token before each write: a larger one means this attempt outlived its
+lease and another took the sector over (sealpool also kills the group when it notices).
+
 Its environment is built from an allow-list, never inherited whole (ours holds the Redis
 URL with its password and the chain node's token): ``BASE_ENV``, the names in the
 ``processor_env`` setting, then the slot's own ``env``.
