@@ -28,6 +28,7 @@ from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
 from sealpool.chain.sim import sim_proof
 from sealpool.config import Settings
 from sealpool.errors import PhaseError
+from sealpool.paths import sector_dir_in
 from sealpool.scratch_lease import check_scratch
 
 LAYERS = 11
@@ -47,10 +48,7 @@ def _digest(*parts: object) -> str:
 def sector_path(request: PhaseRequest, path: str, roots: Sequence[Path], role: str) -> Path:
     """``path`` resolved, if it is ``<root>/<sector id>`` for one of ``roots``; else a
     permanent PhaseError (nothing outside the slot's directories is written or deleted)."""
-    resolved = Path(path).resolve()
-    if resolved.name == request.sector_id and any(
-        resolved.parent == root.resolve() for root in roots
-    ):
+    if resolved := sector_dir_in(path, roots, request.sector_id):
         return resolved
     raise PhaseError(
         f"{request.phase} of {request.sector_id}: refused {role} path {path!r}: not "

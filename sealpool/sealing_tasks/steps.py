@@ -38,6 +38,7 @@ from sealpool.chain.policy import (
 )
 from sealpool.config import EPOCH_SECONDS
 from sealpool.errors import ChainError, PhaseError
+from sealpool.paths import overlap, sector_dir_in
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
 from sealpool.scratch_lease import stamp_scratch
@@ -78,16 +79,12 @@ class PhaseContext:
             deal_ids=sector.deal_ids, inputs=sector.outputs, token=self.keeper.lease.token,
         )  # fmt: skip
         request = replace(request, **changes)
-        if self.phase in TEMP_PHASES and (scratch := self._scratch(request.temp_path)):
+        temp_dirs = self.slot.temp_dirs
+        if self.phase in TEMP_PHASES and (
+            scratch := sector_dir_in(request.temp_path, temp_dirs, sector.id)
+        ):
             stamp_scratch(scratch, request.token, f"{self.phase} of {sector.id}")
         return self.runtime.backend.run(request, self.slot, self.keeper.cancelled)
-
-    def _scratch(self, temp_path: str) -> Path | None:
-        """The sector's scratch directory, if ``temp_path`` is one under the slot's roots."""
-        for root in self.slot.temp_dirs:
-            if temp_path and Path(temp_path).resolve() == sector_dir(root, self.sector.id):
-                return Path(temp_path)
-        return None
 
 
 def add_piece(ctx: PhaseContext) -> dict[str, Any]:
@@ -268,13 +265,13 @@ def finalize(ctx: PhaseContext) -> dict[str, Any]:
     sector, what = ctx.sector, f"Finalize of {ctx.sector.id}"
     sealed_path = sector_dir(roomiest(ctx.slot.sealed_dirs), sector.id)
     temp = Path(sector.temp_path).resolve() if sector.temp_path else None
-    if temp and (temp == sealed_path or temp in sealed_path.parents or sealed_path in temp.parents):
+    if temp and overlap(temp, sealed_path):
         raise PhaseError(
             f"{what}: sealed path {sealed_path} overlaps the scratch {temp}: temp and sealed "
             "directories must be apart",
             retry=False,
         )
-    if temp and temp.exists() and ctx._scratch(str(temp)) is None:
+    if temp and temp.exists() and sector_dir_in(temp, ctx.slot.temp_dirs, sector.id) is None:
         raise PhaseError(
             f"{what}: scratch {temp} is not <temp dir>/{sector.id} under this slot's temp dirs: "
             "it would not be removed",
@@ -299,11 +296,8 @@ def _copied_before(ctx: PhaseContext) -> dict[str, Any] | None:
     sealed files under one of the slot's sealed directories, then stopped before
     completing (its scratch may be gone already): this attempt only checks them again."""
     earlier = ctx.sector.outputs.get(S.FINALIZE.value, {})
-    path = earlier.get("sealed_path")
-    roots = [root.resolve() for root in ctx.slot.sealed_dirs]
-    if path is None or Path(path).resolve() not in (sector_dir(r, ctx.sector.id) for r in roots):
-        return None
-    return earlier
+    copied = sector_dir_in(earlier.get("sealed_path", ""), ctx.slot.sealed_dirs, ctx.sector.id)
+    return earlier if copied else None
 
 
 STEPS: dict[SectorState, Callable[[PhaseContext], dict[str, Any]]] = {

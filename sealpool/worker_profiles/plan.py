@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 
+from sealpool.paths import overlap
 from sealpool.routing import QUEUE_NAMES
 from sealpool.storage import format_bytes, scratch_bytes, sealed_bytes
 from sealpool.worker_profiles.machine import Machine
@@ -176,7 +177,7 @@ class _Resolver:
         for index, entry in enumerate(self.profile.storage.sealed):
             sealed = entry.path.resolve()
             for number, temp in enumerate(temps):
-                if sealed == temp or temp in sealed.parents or sealed in temp.parents:
+                if overlap(sealed, temp):
                     self.error(
                         f"storage.sealed[{index}].path",
                         f"{sealed} overlaps storage.temp[{number}].path {temp}: temp and "

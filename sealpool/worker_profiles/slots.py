@@ -462,19 +462,14 @@ def _busy_share(spans: Sequence[tuple[int, int]], start_ms: int, end_ms: int) ->
     return min(1.0, busy / max(1, end_ms - start_ms))
 
 
-def consumer_beats(client: redis.Redis, pool: str) -> tuple[int, dict[str, int]]:
-    """The server's time now and each ``<host>|<phase>`` consumer's last beat (ms)."""
-    beats = client.hgetall(SlotKeys(pool).consumers)
-    return server_ms(client), {consumer: int(at) for consumer, at in beats.items()}
-
-
 def live_consumers(client: redis.Redis, pool: str, within_s: float) -> set[tuple[str, str]]:
     """The (host, phase) pairs whose worker process heartbeat within ``within_s`` seconds."""
-    now, beats = consumer_beats(client, pool)
+    now = server_ms(client)
+    beats = client.hgetall(SlotKeys(pool).consumers)
     return {
         (host, phase)
         for consumer, at in beats.items()
-        if now - at <= within_s * 1000
+        if now - int(at) <= within_s * 1000
         for host, phase in [consumer.split("|", 1)]
     }
 
