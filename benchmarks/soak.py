@@ -146,60 +146,67 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         root = Path(tmp)
         data_dir = root / "redis"
         info = server.start(data_dir)
-        pool = f"soak-{uuid.uuid4().hex[:6]}"
-        env = {
-            **os.environ, "SEALPOOL_REDIS_URL": info.url, "SEALPOOL_KEY_PREFIX": pool,
-            "SEALPOOL_TIME_SCALE": str(args.time_scale), "SEALPOOL_SECTOR_SIZE": "2KiB",
-            "SEALPOOL_PHASE_SECONDS": json.dumps(PHASE_SECONDS), "SEALPOOL_LEASE_S": "10",
-            "SEALPOOL_HEARTBEAT_S": "1", "SEALPOOL_TICK_S": "1", "SEALPOOL_LOST_MESSAGE_S": "10",
-            "SEALPOOL_HOST_LOST_GRACE_S": "30", "SEALPOOL_TICKET_CONFIDENCE": "10",
-            "SEALPOOL_CREATE_INTERVAL_S": "0", "SEALPOOL_LOOKAHEAD": "4",
-        }  # fmt: skip
-        soak = Soak(root, args.hosts, args.supervisors, env, args.kill.split(","))
-        client = redis.Redis.from_url(info.url, decode_responses=True)
-        store = SectorStore(client, prefix=pool)
-        ids = [s.id for s in store.create_many("f01000", "cc", args.sectors)]
-        began = time.monotonic()
-        soak.start()
         try:
-            with Progress(transient=True) as progress:
-                chaos = progress.add_task("kill -9 every few seconds", total=args.minutes * 60)
-                while (elapsed := time.monotonic() - began) < args.minutes * 60:
-                    time.sleep(args.every)
-                    progress.update(chaos, completed=elapsed, description=soak.strike(data_dir))
-                sealed = progress.add_task("sectors ending", total=len(ids))
-                deadline = time.monotonic() + args.drain_s
-                while time.monotonic() < deadline:
-                    done = _ended(store, ids)
-                    progress.update(sealed, completed=done)
-                    if done == len(ids):
-                        break
-                    time.sleep(1)
+            pool = f"soak-{uuid.uuid4().hex[:6]}"
+            env = {
+                **os.environ, "SEALPOOL_REDIS_URL": info.url, "SEALPOOL_KEY_PREFIX": pool,
+                "SEALPOOL_TIME_SCALE": str(args.time_scale), "SEALPOOL_SECTOR_SIZE": "2KiB",
+                "SEALPOOL_PHASE_SECONDS": json.dumps(PHASE_SECONDS), "SEALPOOL_LEASE_S": "10",
+                "SEALPOOL_HEARTBEAT_S": "1", "SEALPOOL_TICK_S": "1",
+                "SEALPOOL_LOST_MESSAGE_S": "10",
+                "SEALPOOL_HOST_LOST_GRACE_S": "30", "SEALPOOL_TICKET_CONFIDENCE": "10",
+                "SEALPOOL_CREATE_INTERVAL_S": "0", "SEALPOOL_LOOKAHEAD": "4",
+            }  # fmt: skip
+            soak = Soak(root, args.hosts, args.supervisors, env, args.kill.split(","))
+            client = redis.Redis.from_url(info.url, decode_responses=True)
+            store = SectorStore(client, prefix=pool)
+            ids = [s.id for s in store.create_many("f01000", "cc", args.sectors)]
+            began = time.monotonic()
+            soak.start()
+            try:
+                with Progress(transient=True) as progress:
+                    chaos = progress.add_task("kill -9 every few seconds", total=args.minutes * 60)
+                    while (elapsed := time.monotonic() - began) < args.minutes * 60:
+                        time.sleep(args.every)
+                        progress.update(chaos, completed=elapsed, description=soak.strike(data_dir))
+                    sealed = progress.add_task("sectors ending", total=len(ids))
+                    deadline = time.monotonic() + args.drain_s
+                    while time.monotonic() < deadline:
+                        done = _ended(store, ids)
+                        progress.update(sealed, completed=done)
+                        if done == len(ids):
+                            break
+                        time.sleep(1)
+            finally:
+                soak.stop()
+                wall_s = time.monotonic() - began
+            return _figures(store, ids, soak.kills, wall_s)
         finally:
-            soak.stop()
-            wall_s = time.monotonic() - began
-        sectors = store.get_many(ids)
-        histories = {s.id: store.history(s.id) for s in sectors}
-        failed = [s for s in sectors if s.state is S.FAILED]
-        for sector in failed:
-            print(f"failed {sector.id} in {sector.failed_phase}: {sector.last_error}")
-        figures = {
-            "sectors": len(ids),
-            "proving": sum(s.state is S.PROVING for s in sectors),
-            "failed": len(failed),
-            "failed_without_reason": sum(not s.last_error for s in failed),
-            "unfinished": sum(s.state not in TERMINAL for s in sectors),
-            "overlapping_attempts": sum(overlapping_attempts(h) for h in histories.values()),
-            "stale_scratch_writes_refused": sum(
-                "belongs to attempt" in e.detail for h in histories.values() for e in h
-            ),
-            "messages_reissued": sum(e.event == "reissue" for h in histories.values() for e in h),
-            **{f"kills_{kind.replace(' ', '_')}": n for kind, n in soak.kills.items()},
-            **{f"counter_{name}": n for name, n in store.counters().items()},
-            "wall_s": wall_s,
-        }
-        server.stop(data_dir)
-        return figures
+            server.stop(data_dir)  # killed or not, no server outlives the soak
+
+
+def _figures(store: SectorStore, ids: list[str], kills: Counter[str], wall_s: float) -> dict:
+    """What the soak's sectors' records and histories say."""
+    sectors = store.get_many(ids)
+    histories = {s.id: store.history(s.id) for s in sectors}
+    failed = [s for s in sectors if s.state is S.FAILED]
+    for sector in failed:
+        print(f"failed {sector.id} in {sector.failed_phase}: {sector.last_error}")
+    return {
+        "sectors": len(ids),
+        "proving": sum(s.state is S.PROVING for s in sectors),
+        "failed": len(failed),
+        "failed_without_reason": sum(not s.last_error for s in failed),
+        "unfinished": sum(s.state not in TERMINAL for s in sectors),
+        "overlapping_attempts": sum(overlapping_attempts(h) for h in histories.values()),
+        "stale_scratch_writes_refused": sum(
+            "belongs to attempt" in e.detail for h in histories.values() for e in h
+        ),
+        "messages_reissued": sum(e.event == "reissue" for h in histories.values() for e in h),
+        **{f"kills_{kind.replace(' ', '_')}": n for kind, n in kills.items()},
+        **{f"counter_{name}": n for name, n in store.counters().items()},
+        "wall_s": wall_s,
+    }
 
 
 def _ended(store: SectorStore, ids: list[str]) -> int:
