@@ -37,7 +37,7 @@ def benchmark_redis() -> Iterator[str]:
 
 
 def print_figures(
-    title: str, figures: dict[str, float], goals: dict[str, str], as_json: bool = False
+    title: str, figures: dict[str, float | bool], goals: dict[str, str], as_json: bool = False
 ) -> None:
     """A table of a benchmark's figures beside their goals (the figures as JSON with
     ``as_json``)."""
@@ -49,6 +49,8 @@ def print_figures(
     table.add_column("value", justify="right")
     table.add_column("goal")
     for name, value in figures.items():
+        if isinstance(value, bool):  # a goal met or not: shown beside its figure
+            continue
         shown = (
             f"{value:,}"
             if isinstance(value, int)

@@ -13,10 +13,11 @@ Why these settings (see docs/architecture.md):
 
 The broker URL comes from sealpool's settings when the app is first configured, not at
 import: ``redis_url``, else the embedded server running in ``data_dir`` (a Celery process
-never starts one). ``celery -A sealpool.app beat`` sends the supervisor tick
-(``sealpool.supervise``) to ``<pool>.supervisor`` every ``tick_s``; run a worker with
-``-Q <pool>.supervisor`` to execute it (or run ``sealpool supervisor`` instead). Several
-beats or supervisors are safe: one leads.
+never starts one); a ``sentinel://`` URL gets kombu's ``master_name`` transport option.
+``celery -A sealpool.app beat`` sends the supervisor tick (``sealpool.supervise``) to
+``<pool>.supervisor`` every ``tick_s``; run a worker with ``-Q <pool>.supervisor`` to
+execute it (or run ``sealpool supervisor`` instead). Several beats or supervisors are safe:
+one leads.
 """
 
 from __future__ import annotations
@@ -28,16 +29,26 @@ from celery import Celery
 from sealpool import routing
 from sealpool.config import load_settings
 from sealpool.connection import redis_url
+from sealpool.sentinel import is_sentinel
 
 PRIORITY_STEPS = range(10)
 PRIORITY_SEP = ":"
+TRANSPORT_OPTIONS = {
+    "priority_steps": list(PRIORITY_STEPS),
+    "sep": PRIORITY_SEP,
+    "queue_order_strategy": "priority",
+    "visibility_timeout": 3600,
+}
 
 
 def _pool_settings() -> dict[str, Any]:
     settings = load_settings()
     pool = settings.key_prefix
+    url = redis_url(settings)
+    sentinel_options = {"master_name": settings.redis_sentinel_master} if is_sentinel(url) else {}
     return {
-        "broker_url": redis_url(settings),
+        "broker_url": url,
+        "broker_transport_options": {**TRANSPORT_OPTIONS, **sentinel_options},
         "beat_schedule": {
             "supervise": {
                 "task": "sealpool.supervise",
@@ -49,7 +60,14 @@ def _pool_settings() -> dict[str, Any]:
     }
 
 
-app = Celery("sealpool", include=["sealpool.sealing_tasks.tasks", "sealpool.supervisor.tasks"])
+app = Celery(
+    "sealpool",
+    include=[
+        "sealpool.sealing_tasks.tasks",
+        "sealpool.supervisor.tasks",
+        "sealpool.worker_control",
+    ],
+)
 app.add_defaults(_pool_settings)
 app.conf.update(
     task_serializer="json",
@@ -66,10 +84,4 @@ app.conf.update(
     task_create_missing_queues=True,
     task_routes=(routing.route_task,),
     broker_connection_retry_on_startup=True,
-    broker_transport_options={
-        "priority_steps": list(PRIORITY_STEPS),
-        "sep": PRIORITY_SEP,
-        "queue_order_strategy": "priority",
-        "visibility_timeout": 3600,
-    },
 )

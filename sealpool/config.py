@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -26,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sealpool import sentinel
 from sealpool.errors import ConfigError
 from sealpool.secrets import shown_setting
 
@@ -45,6 +46,25 @@ DEFAULT_PHASE_SECONDS: dict[str, float] = {
 _config_file: ContextVar[Path | None] = ContextVar("sealpool_config_file", default=None)
 
 
+MINER_ID = r"^[ft]0\d{1,19}$"
+
+
+class MinerConfig(BaseModel):
+    """One miner the pool seals for: an entry of the ``miners`` setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=MINER_ID, description="Miner actor id, e.g. f01000.")
+    share: float = Field(default=1.0, gt=0, description="Share of new sectors among peers.")
+    priority: int = Field(default=0, ge=0, description="Lower: served before the others.")
+    max_sealing: int | None = Field(
+        default=None, ge=1, description="Most of its sectors in the pool, not yet sealed."
+    )
+    cc_fill: bool | None = Field(default=None, description="cc_fill for this miner.")
+    first_number: int = Field(default=1, ge=0, description="Lowest sector number to give.")
+    last_number: int | None = Field(default=None, ge=0, description="Highest one to give.")
+
+
 class Settings(BaseSettings):
     """Everything a sealpool process needs to find its pool."""
 
@@ -53,9 +73,30 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         repr=False,
-        description="URL of the Redis server holding the pool (redis:// or rediss://). "
-        "Unset: the embedded server in data_dir (one-shot commands start it; `sealpool "
-        "worker`, `supervisor` and `exporter` need it running).",
+        description="URL of the Redis server holding the pool (redis:// or rediss://), or "
+        "of its sentinels, as Celery's broker_url names them: "
+        "sentinel://[:password@]host:port[/db];sentinel://host:port… (the password and db "
+        "are the primary's). Unset: the embedded server in data_dir (one-shot commands "
+        "start it; `sealpool worker`, `supervisor` and `exporter` need it running).",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster",
+        min_length=1,
+        description="With a sentinel:// redis_url: the name the sentinels monitor the "
+        "primary under (Celery's master_name transport option).",
+    )
+    redis_wait_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas that must acknowledge each claim, renewal and end of a lease, "
+        "each move of a sector and each new sector before the caller goes on (Redis WAIT), "
+        "so a failover loses none of them. Unset: 1 with a sentinel:// redis_url, else 0.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000,
+        gt=0,
+        description="Most milliseconds a WAIT blocks; past it the write stands on the primary "
+        "alone, and a warning is logged.",
     )
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("sealpool")),
@@ -69,8 +110,18 @@ class Settings(BaseSettings):
     )
     miner: str = Field(
         default="f01000",
-        pattern=r"^[ft]0\d{1,19}$",
-        description="Miner actor id that new sectors belong to, e.g. f01000.",
+        pattern=MINER_ID,
+        description="Miner actor id that new sectors belong to, e.g. f01000 (the one-miner "
+        "shorthand of `miners`; ignored when `miners` is set).",
+    )
+    miners: list[MinerConfig] = Field(
+        default_factory=list,
+        description="Several miners served by one pool (TOML `[[miners]]`, or JSON): each "
+        "`{id, share, priority, max_sealing, cc_fill, first_number, last_number}`. New "
+        "sectors go to the miners of the lowest `priority` below their `max_sealing`, in "
+        "proportion to `share`; a miner's sector numbers stay in `[first_number, "
+        "last_number]`, above those allocated on chain. The first miner takes deal sectors "
+        "and `sectors add` without `--miner`. Empty: one miner, `miner`.",
     )
     lease_s: float = Field(
         default=60.0, gt=0, description="Seconds a claimed phase stays owned without a renewal."
@@ -79,6 +130,19 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600,
         gt=0,
         description="How long a sector-creation request id is remembered for deduplication.",
+    )
+    history_archive: Literal["archive", "drop", "keep"] = Field(
+        default="archive",
+        description="What becomes of a sector's history stream once it is Proving or "
+        "Aborted: `archive` (one entry of the pool's shared archive stream, kept "
+        "`history_archive_days`), `drop`, or `keep` (its own stream, ~4 KB a sector). The "
+        "record keeps each phase's last run either way (for `ratio` and `sectors show`).",
+    )
+    history_archive_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="Days an archived history is kept; later `sectors show` gives the "
+        "summary of runs.",
     )
 
     host: str = Field(
@@ -121,6 +185,19 @@ class Settings(BaseSettings):
         description="Typical duration of each phase in farm seconds (32 GiB sector); the sim "
         "backend takes this long (divided by time_scale), the ticket check plans with it.",
     )
+    sim_spread: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Sim backend: each phase takes its time times a factor drawn uniformly "
+        "from 1 ± this (0.3: ±30 %), the same for a sector's phase on every host.",
+    )
+    sim_seed: int = Field(default=0, description="Sim backend: seed of the sim_spread draws.")
+    sim_host_factor: dict[str, float] = Field(
+        default_factory=dict,
+        description="Sim backend: phase times on these hosts are multiplied by the factor "
+        '(`{"pc1-b": 1.5}`: a slower machine).',
+    )
     sector_size: Literal["2KiB", "8MiB", "512MiB", "32GiB", "64GiB"] = Field(
         default="32GiB",
         description="Size of the sectors sealed; sizes the scratch each one reserves.",
@@ -151,6 +228,59 @@ class Settings(BaseSettings):
         default="reticket",
         description="When a sector's ticket can't last through PC2 and precommit: take a "
         "fresh ticket and redo PC1, or abort the sector.",
+    )
+    max_precommit_batch: int = Field(
+        default=256, ge=1, le=600, description="Most sectors in one PreCommitSectorBatch2."
+    )
+    precommit_batch_wait_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Farm seconds a precommit batch waits for more sectors after its first.",
+    )
+    precommit_batch_slack_s: float = Field(
+        default=3 * 3600.0,
+        ge=0,
+        description="A precommit batch is sent this many farm seconds before its earliest "
+        "ticket expiry at the latest.",
+    )
+    min_commit_batch: int = Field(
+        default=4,
+        ge=4,
+        le=819,
+        description="Prove-commits of this many sectors or more carry one aggregate proof "
+        "(SnarkPackV2); fewer, their own proofs.",
+    )
+    max_commit_batch: int = Field(
+        default=819, ge=1, le=819, description="Most sectors in one aggregated prove-commit."
+    )
+    commit_batch_wait_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Farm seconds a prove-commit batch waits for more sectors after its first.",
+    )
+    commit_batch_slack_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A prove-commit batch is sent this many farm seconds before its earliest "
+        "prove-commit deadline at the latest.",
+    )
+    max_message_fee: int = Field(
+        default=0,
+        ge=0,
+        description="Most attoFIL of gas one batch message may burn (MaxFee; 0: the node's "
+        "default, 0.07 FIL).",
+    )
+    message_confidence: int = Field(
+        default=5,
+        ge=0,
+        le=900,
+        description="Epochs a message's receipt must be buried under before it counts.",
+    )
+    cc_lifetime_days: int = Field(
+        default=540,
+        ge=180,
+        le=1278,
+        description="Lifetime of a CC sector (its Expiration), within the actor's bounds.",
     )
     max_attempts: int = Field(
         default=5, ge=1, description="Tries of a phase before the sector is Failed."
@@ -223,9 +353,22 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:
-        if url and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if url and sentinel.is_sentinel(url):
+            sentinel.parse(url)
+        elif url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or sentinel://")
         return url or None
+
+    @field_validator("miners")
+    @classmethod
+    def _distinct_miners(cls, miners: list[MinerConfig]) -> list[MinerConfig]:
+        ids = [miner.id for miner in miners]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"miner ids must be distinct, got {ids}")
+        for miner in miners:
+            if miner.last_number is not None and miner.last_number < miner.first_number:
+                raise ValueError(f"{miner.id}: last_number is below first_number")
+        return miners
 
     @field_validator("processor_env")
     @classmethod
@@ -244,6 +387,13 @@ class Settings(BaseSettings):
     def store_dirs(self) -> list[Path]:
         """Sealed-file directories in use: the configured ones or one under the data dir."""
         return self.sealed_dirs or [self.data_dir / "sealed"]
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas a sector's writes wait for: ``redis_wait_replicas`` if set."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return int(bool(self.redis_url) and sentinel.is_sentinel(self.redis_url))
 
     def wall_seconds(self, farm_seconds: float) -> float:
         """Wall-clock seconds that ``farm_seconds`` of farm time take at this time scale."""

@@ -4,13 +4,17 @@ Only one-shot commands (``sealpool sectors …``, ``server start``, the demo) ma
 embedded server. A long-running process (``sealpool worker``, ``supervisor``, ``exporter``,
 a Celery worker) uses ``redis_url`` or an embedded server already running in ``data_dir``:
 a worker host that silently started an empty pool of its own would seal nothing, unnoticed.
+A ``sentinel://`` URL gives a client of the primary the sentinels name, which follows
+failovers (see sealpool.sentinel).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
-from sealpool import server
+from sealpool import sentinel, server
 from sealpool.config import Settings
 from sealpool.errors import RedisUnavailable, ServerError
 from sealpool.secrets import redact_url
@@ -37,10 +41,17 @@ def connect(settings: Settings) -> redis.Redis:
     surface here."""
     url = redis_url(settings)
     try:
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        client = _client(url, settings.redis_sentinel_master)
         client.ping()
     except (redis.AuthenticationError, redis.ResponseError, ValueError) as exc:
         raise ServerError(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
-    except redis.RedisError as exc:  # down or unreachable: it may come back
+    except redis.RedisError as exc:  # down, unreachable or mid-failover: it may come back
         raise RedisUnavailable(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
     return client
+
+
+def _client(url: str, service: str) -> redis.Redis:
+    options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
+    if sentinel.is_sentinel(url):
+        return sentinel.primary(url, service, socket_keepalive=True, **options)
+    return redis.Redis.from_url(url, **options)

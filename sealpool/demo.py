@@ -3,8 +3,10 @@
 It starts a private embedded Redis (unless SEALPOOL_REDIS_URL is set), H simulated hosts of
 real ``celery worker`` processes, creates N sectors (a third of them deal sectors), seals
 them, and measures the run against the bottleneck bound (the smallest of each phase's slots
-divided by its phase time). Everything it started is stopped and removed at the end, Ctrl-C
-included.
+divided by its phase time). Everything it started is stopped at the end, Ctrl-C included.
+A run that finishes keeps its pool (the embedded server's data directory, or its keys under
+``SEALPOOL_REDIS_URL``), the workers' logs and the sectors' files to inspect afterwards; an
+interrupted or failed one removes them.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from pathlib import Path
 
 from sealpool import server
 from sealpool.backends import SECTOR_BYTES
+from sealpool.chain import Chain, SimChain
 from sealpool.farm import DEMO_SLOTS, LocalFarm
 from sealpool.metrics import PhaseRun, phase_runs
 from sealpool.store import PIPELINE, TERMINAL, SectorState
 from sealpool.supervisor.ratio import DAY_S, phase_times, suggest
 
-DEMO_ENV = {"SEALPOOL_TICKET_CONFIDENCE": "10", "SEALPOOL_RETRY_BACKOFF_S": "5"}
+DEMO_ENV = {
+    "SEALPOOL_TICKET_CONFIDENCE": "10", "SEALPOOL_RETRY_BACKOFF_S": "5",
+    # a batch gathers the sectors of one wave of PC1 slots (2 farm hours, not lotus' 24)
+    "SEALPOOL_PRECOMMIT_BATCH_WAIT_S": "7200", "SEALPOOL_COMMIT_BATCH_WAIT_S": "7200",
+}  # fmt: skip
 Progress = Callable[[dict[SectorState, int]], None]
 
 
@@ -47,6 +54,10 @@ class DemoResult:
     bottleneck: str
     phase_seconds: dict[str, float] = field(default_factory=dict)
     temp_phase_hosts_consistent: bool = True
+    messages_per_sector: float = 0.0  # chain messages pushed per sector proven
+    key_prefix: str = ""  # the pool's keys, kept
+    data_dir: str | None = None  # the embedded server's, kept; None under SEALPOOL_REDIS_URL
+    root: str = ""  # the farm's files and logs, kept
 
 
 def phase_done_counts(counts: dict[SectorState, dict[str, int]]) -> dict[SectorState, int]:
@@ -69,6 +80,7 @@ def run_demo(
     root = Path(tempfile.mkdtemp(prefix="sealpool-demo-"))
     own_server = not os.environ.get("SEALPOOL_REDIS_URL")
     saved_env = dict(os.environ)
+    kept = False
     try:
         url = server.start(root / "redis").url if own_server else os.environ["SEALPOOL_REDIS_URL"]
         pool = f"demo-{uuid.uuid4().hex[:8]}"
@@ -81,13 +93,18 @@ def run_demo(
         host_names = [f"host{i + 1}" for i in range(hosts)]
         with LocalFarm(pool, host_names, root, env=DEMO_ENV) as farm:
             farm.wait_ready()
-            return _seal(farm, sectors, time_scale, progress, timeout_s)
+            result = _seal(farm, sectors, time_scale, progress, timeout_s)
+        result.key_prefix, result.root = pool, str(root)
+        result.data_dir = str(root / "redis") if own_server else None
+        kept = True
+        return result
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
         if own_server:
             server.stop(root / "redis")
-        shutil.rmtree(root, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _seal(
@@ -134,7 +151,15 @@ def _seal(
         bound_ratio=throughput / rate if rate else 0.0, bottleneck=bottleneck,
         phase_seconds=_mean_seconds(runs),
         temp_phase_hosts_consistent=_temp_phases_on_one_host(runs),
+        messages_per_sector=messages_per_sector(rt.chain, sealed),
     )  # fmt: skip
+
+
+def messages_per_sector(chain: Chain, proven: int) -> float:
+    """Messages the sim chain was sent per sector proven (0 on another chain)."""
+    if not isinstance(chain, SimChain) or not proven:
+        return 0.0
+    return sum(chain.messages_sent().values()) / proven
 
 
 def _mean_seconds(runs: list[PhaseRun]) -> dict[str, float]:

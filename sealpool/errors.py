@@ -61,5 +61,9 @@ class DealTaken(SealpoolError):
     """A deal asked for in a new sector is no longer waiting (another sector has it)."""
 
 
+class NumbersExhausted(SealpoolError):
+    """A miner's reserved range of sector numbers has none left to give."""
+
+
 class SlotsInUse(SealpoolError):
     """Another live process owns the slots a worker process was about to lend."""

@@ -72,10 +72,12 @@ class LocalFarm:
             temp, sealed = self.host_dirs(host)
             for path in (*temp, *sealed):
                 path.mkdir(parents=True, exist_ok=True)
-            self.profile_path(host).write_text(
-                sim_profile(host, temp, sealed, self.host_slots.get(host, self.slots))
-            )
+            self.profile_path(host).write_text(self.profile_text(host, temp, sealed))
             self._launch(host)
+
+    def profile_text(self, host: str, temp: list[Path], sealed: list[Path]) -> str:
+        """The TOML profile of ``host`` (a subclass may add GPUs, groups, …)."""
+        return sim_profile(host, temp, sealed, self.host_slots.get(host, self.slots))
 
     def _launch(self, host: str, phases: set[SectorState] | None = None) -> None:
         self.processes.update(

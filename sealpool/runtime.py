@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from sealpool.config import Settings, load_settings
 from sealpool.connection import connect
 from sealpool.errors import ConfigError, PhaseError
 from sealpool.storage import format_bytes, scratch_bytes, sector_dir
-from sealpool.store import SectorStore
+from sealpool.store import HistoryPolicy, SectorStore
 from sealpool.store.scratch import ScratchLedger, ScratchPath
 from sealpool.worker_profiles.effective import apply_profile
 from sealpool.worker_profiles.model import load_profile
@@ -44,6 +44,17 @@ class Runtime:
     scratch: ScratchLedger
     slots: SlotPool | None = None
     capacities: dict[str, int] | None = None
+    chains: dict[str, Chain] = field(default_factory=dict)
+
+    def chain_for(self, miner: str) -> Chain:
+        """The chain as ``miner``'s actor sees it (``chain`` is the ``miner`` setting's):
+        its messages, precommits and allocated numbers; the clock is the same."""
+        if miner == self.chain.miner:
+            return self.chain
+        if miner not in self.chains:
+            prefix = self.store.prefix
+            self.chains[miner] = make_chain(self.settings, self.store.client, prefix, miner)
+        return self.chains[miner]
 
     @contextmanager
     def slot(
@@ -127,7 +138,13 @@ def build_runtime(settings: Settings, pool: str | None = None) -> Runtime:
                 settings.heartbeat_s,
             )
     store = SectorStore(
-        client, prefix=pool, lease_s=settings.lease_s, request_id_ttl_s=settings.request_id_ttl_s
+        client,
+        prefix=pool,
+        lease_s=settings.lease_s,
+        request_id_ttl_s=settings.request_id_ttl_s,
+        wait_replicas=settings.wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+        history=HistoryPolicy(settings.history_archive, settings.history_archive_days),
     )
     return Runtime(
         settings,

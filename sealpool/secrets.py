@@ -21,7 +21,10 @@ def is_secret_name(name: str) -> bool:
 
 def redact_url(url: str) -> str:
     """``url`` with the password of its user info and its secret query parameters (such as
-    ``password=``) replaced by ``***``; scheme, user, host, port, path (the db) kept."""
+    ``password=``) replaced by ``***``; scheme, user, host, port, path (the db) kept. Each
+    URL of a kombu-style list (``sentinel://a;sentinel://b``) is redacted."""
+    if ";" in url:
+        return ";".join(map(redact_url, url.split(";")))
     try:
         parts = urlsplit(url)
     except ValueError:

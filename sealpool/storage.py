@@ -17,16 +17,14 @@ from sealpool.backends.base import SECTOR_BYTES
 from sealpool.backends.sim import SCRATCH_BYTES, SEALED_BYTES
 from sealpool.errors import ConfigError, InvalidSectorId, SealpoolError, SectorNotFound
 from sealpool.store import Sector, SectorState, SectorStore, parse_sector_id
-from sealpool.store.scratch import ScratchLedger
-
-PC1_SCRATCH_FACTOR = 12  # unsealed copy + 11 layers
+from sealpool.store.scratch import ScratchLedger, seal_scratch_bytes
 
 
 def scratch_bytes(backend: str, sector_size: str) -> int:
-    """Scratch one sector takes: PC1's ≈ 12 sector sizes, or the sim backend's small files."""
+    """Scratch one sector takes: lotus' 16.1 sector sizes, or the sim backend's small files."""
     if backend == "sim":
         return SCRATCH_BYTES
-    return PC1_SCRATCH_FACTOR * SECTOR_BYTES[sector_size]
+    return seal_scratch_bytes(SECTOR_BYTES[sector_size])
 
 
 def sealed_bytes(backend: str, sector_size: str) -> int:

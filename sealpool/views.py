@@ -11,10 +11,11 @@ from dataclasses import asdict
 from typing import Any
 
 from sealpool.config import Settings
+from sealpool.miners import miner_rows
 from sealpool.store import WORK_PHASES, SectorState, SectorStore
 from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
 from sealpool.supervisor.stuck import phases_without_consumers
-from sealpool.worker_profiles.slots import live_consumers, live_slots, slot_reports
+from sealpool.worker_profiles.slots import RUNNING, live_consumers, live_slots, slot_reports
 
 
 def pool_stats(store: SectorStore, settings: Settings) -> dict[str, Any]:
@@ -27,11 +28,13 @@ def pool_stats(store: SectorStore, settings: Settings) -> dict[str, Any]:
         "total": sum(sum(by_kind.values()) for by_kind in counts.values()),
         "counters": store.counters(),
         "no_live_worker": phases_without_consumers(counts, consumers, WORK_PHASES),
+        "miners": miner_rows(store, settings),
     }
 
 
 def slots(store: SectorStore) -> list[dict[str, Any]]:
-    """Every registered slot of every host: idle, busy (its sector) or lost, busy share."""
+    """Every registered slot of every host: idle, busy (its sector), paused, draining or
+    lost, and its busy share."""
     return [asdict(report) for report in slot_reports(store.client, store.prefix)]
 
 
@@ -77,7 +80,7 @@ def pipeline(stats: dict[str, Any], slot_rows: list[dict[str, Any]]) -> list[dic
                 "state": state.value,
                 "sectors": sum(by_kind.values()),
                 "slots": len(live) if state in WORK_PHASES else None,
-                "busy": sum(s["state"] == "busy" for s in live) if state in WORK_PHASES else None,
+                "busy": sum(s["state"] in RUNNING for s in live) if state in WORK_PHASES else None,
             }
         )
     return rows

@@ -88,6 +88,7 @@ def farm_env(
         "TEMP_DIRS": f'["{tmp_path}/hostA/temp"]', "SEALED_DIRS": f'["{tmp_path}/hostA/sealed"]',
         "TICKET_CONFIDENCE": "10", "RETRY_BACKOFF_S": "200", "LEASE_S": "10",
         "DATA_DIR": str(tmp_path / "data"), "SECTOR_SIZE": "2KiB",
+        "PRECOMMIT_BATCH_WAIT_S": "0", "COMMIT_BATCH_WAIT_S": "0",  # each sector sent at once
     }  # fmt: skip
     for name, value in settings.items():
         monkeypatch.setenv(f"SEALPOOL_{name}", value)

@@ -264,12 +264,15 @@ def test_sim_backend_touches_nothing_outside_the_slot_dirs(tmp_path: Path, phase
     ]
     if phase == "Finalize":
         outside.append(("f01000-1", str(temp / "f01000-1"), str(victim / "f01000-1")))
+        # the sector's sealed file in the right path, but its cache directory elsewhere
+        outside.append(("f01000-1", str(temp / "f01000-1"), str(sealed / "sealed/s-t01000-1")))
     for sector_id, temp_path, sealed_path in outside:
         bad = dataclasses.replace(
             request(tmp_path, phase),
             sector_id=sector_id,
             temp_path=temp_path,
-            sealed_path=sealed_path or str(sealed / sector_id),
+            sealed_path=sealed_path or str(sealed / "sealed" / f"s-t0{sector_id[2:]}"),
+            cache_path=str(victim / "f01000-1"),
             inputs={"PreCommit1": {"labels": "x"}},
         )
         with pytest.raises(PhaseError, match=f"{phase} of {sector_id}: refused") as refused:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -44,6 +45,15 @@ def test_sim_chain_clock_and_randomness(client: redis.Redis, prefix: str) -> Non
     assert chain.randomness("ticket", 7, "f01000") != chain.randomness("seed", 7, "f01000")
     with pytest.raises(ChainError, match="beyond the head"):
         chain.randomness("seed", chain.head() + 100, "f01000")
+
+
+def test_sim_chain_head_is_on_the_redis_server_clock(
+    client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = SimChain(client, prefix, time_scale=1, start_epoch=500)  # epochs of 30 s
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # another machine, its clock at 1970
+    skewed = SimChain(client, prefix, time_scale=1, start_epoch=500)
+    assert skewed.head() == chain.head() == 500
 
 
 def _precommit(chain: SimChain, number: int, **changes: int) -> PreCommit:

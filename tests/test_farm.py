@@ -43,7 +43,7 @@ def test_two_hosts_seal_everything_and_temp_data_never_moves(farm_env: Path, pre
         assert hosts == {sector.host}, (sector.id, hosts)
         used_hosts |= hosts
         (temp_root,), (sealed_root,) = farm.host_dirs(sector.host)
-        assert Path(sector.sealed_path).parent == sealed_root.resolve()
+        assert Path(sector.sealed_path).parents[1] == sealed_root.resolve()  # lotus' sealed/
         assert Path(sector.temp_path).parent == temp_root.resolve()
         assert sum(o.get("cross_host_bytes", 0) for o in sector.outputs.values()) == 0
     assert used_hosts == {"host1", "host2"}
@@ -55,6 +55,8 @@ def test_demo_command_prints_its_figures(tmp_path: Path) -> None:
     """``sealpool demo`` as a user runs it: a fresh process and its own embedded Redis."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SEALPOOL_")}
     env["SEALPOOL_DATA_DIR"] = str(tmp_path)
+    env["TMPDIR"] = str(tmp_path / "kept")  # what the demo keeps to inspect goes here
+    (tmp_path / "kept").mkdir()
     argv = [
         sys.executable,
         "-c",
@@ -83,7 +85,9 @@ def test_demo_command_prints_its_figures(tmp_path: Path) -> None:
     ratio = figures["throughput_per_h"] / figures["bound_per_h"]
     assert figures["bound_ratio"] == pytest.approx(ratio, rel=1e-6)
     assert 0 < figures["bound_ratio"] <= 1.05
-    assert list(tmp_path.iterdir()) == []  # the demo keeps nothing in the data directory
+    # the demo keeps its pool to inspect under its own root, nothing in the data directory
+    assert [path.name for path in tmp_path.iterdir()] == ["kept"]
+    assert Path(figures["root"]).parent == tmp_path / "kept"
     left = [p for p in psutil.process_iter() if p.pid not in before and _started_by(p, tmp_path)]
     assert left == []  # no worker or server of the demo's outlives it
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sealpool.deals import sector_per_deal
+from sealpool.proving_layout import cache_names, sector_files
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import dispatch, start
 from sealpool.store import PhaseStatus, Randomness, SectorState
@@ -34,10 +35,10 @@ def test_sectors_seal_to_proving(farm_env: Path, prefix: str) -> None:
         assert sector.seed.epoch == sector.outputs["PreCommitting"]["seed_epoch"]
         assert sector.seed.epoch - sector.outputs["PreCommitting"]["epoch"] == 150
         assert not Path(sector.temp_path).exists()  # scratch freed by Finalize
-        sealed = Path(sector.sealed_path)
-        assert sealed.is_relative_to(farm_env / "hostA" / "sealed")
-        assert (sealed / "sealed").stat().st_size > 0 and (sealed / "cache" / "p_aux").exists()
-        digest = hashlib.sha256((sealed / "sealed").read_bytes()).hexdigest()
+        files = sector_files(farm_env / "hostA" / "sealed", sector.miner, sector.number)
+        assert sector.sealed_path == str(files.sealed)
+        assert files.sealed.stat().st_size > 0 and (files.cache / "p_aux").exists()
+        digest = hashlib.sha256(files.sealed.read_bytes()).hexdigest()
         assert sector.outputs["Finalize"]["sealed_sha256"] == digest  # verified there
         queues = [h.detail.split()[1] for h in events(store, sector.id, "dispatch")]
         assert list(dict.fromkeys(queues)) == [f"queue={prefix}.{q}" for q in (
@@ -127,7 +128,7 @@ def test_external_backend_with_the_example_processor(
     assert done.state is S.PROVING, done.last_error
     assert {o["processor"] for p, o in done.outputs.items() if "processor" in o} == {"example"}
     assert done.outputs["Finalize"]["stored"] == done.sealed_path
-    assert (Path(done.sealed_path) / "sealed").exists() and not Path(done.temp_path).exists()
+    assert Path(done.sealed_path).is_file() and not Path(done.temp_path).exists()
 
 
 # The example processor, but its Finalize reports a sealed file checksum that is not the file's.
@@ -154,7 +155,7 @@ def test_finalize_that_lies_about_the_sealed_checksum_never_reaches_proving(
         start(store, sector.id, actor="test")
         done = wait_for(store, [sector.id])[0]
     assert done.state is S.FAILED and done.failed_phase == "Finalize", done.last_error
-    sealed = f"{farm_env}/hostA/sealed/{sector.id}/sealed"
+    sealed = f"{farm_env}/hostA/sealed/sealed/s-t01000-{sector.number}"
     assert f"Finalize of {sector.id}: {sealed} has sha256 " in done.last_error
     assert f"not the {'0' * 64} the processor reported (after 2 attempts)" in done.last_error
     assert (Path(done.temp_path) / "sealed").exists()  # scratch kept: nothing verified
@@ -172,7 +173,7 @@ def test_finalize_refuses_a_sealed_path_on_the_scratch(
     assert done.state is S.FAILED and done.failed_phase == "Finalize", done.last_error
     scratch = (farm_env / "hostA" / "temp" / sector.id).resolve()
     assert done.last_error == (
-        f"Finalize of {sector.id}: sealed path {scratch} overlaps the scratch {scratch}: "
+        f"Finalize of {sector.id}: sealed path {scratch.parent} overlaps the scratch {scratch}: "
         "temp and sealed directories must be apart"
     )
     assert (scratch / "sealed").exists()  # nothing moved onto itself, nothing removed
@@ -256,12 +257,15 @@ def test_finalize_retried_after_its_scratch_was_removed_completes(
     and died before completing: the next attempt checks the copy and completes."""
     store = runtime(prefix).store
     sector = place(store, S.FINALIZE)
-    sealed = farm_env / "hostA" / "sealed" / sector.id
-    (sealed / "cache").mkdir(parents=True)
-    (sealed / "sealed").write_bytes(b"s" * 4096)
-    (sealed / "cache" / "p_aux").write_bytes(b"p" * 64)
+    files = sector_files(farm_env / "hostA" / "sealed", sector.miner, sector.number)
+    files.cache.mkdir(parents=True)
+    files.sealed.parent.mkdir()
+    files.sealed.write_bytes(b"s" * 4096)
+    for name in cache_names(2048):
+        (files.cache / name).write_bytes(b"p" * 64)
     copied = {
-        "sealed_path": str(sealed), "sealed_bytes": 4096, "cache_files": {"p_aux": 64},
+        "sealed_path": str(files.sealed), "sealed_bytes": 4096,
+        "cache_files": dict.fromkeys(cache_names(2048), 64),
         "sealed_sha256": hashlib.sha256(b"s" * 4096).hexdigest(),
     }  # fmt: skip
     gone = farm_env / "hostA" / "temp" / sector.id  # removed by the attempt that died
@@ -277,4 +281,4 @@ def test_finalize_retried_after_its_scratch_was_removed_completes(
         dispatch(store, store.get(sector.id))
         done = wait_for(store, [sector.id])[0]
     assert done.state is S.PROVING, done.last_error
-    assert done.sealed_path == str(sealed)
+    assert done.sealed_path == str(files.sealed)

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,10 @@ def errors(tmp_path: Path, body: str, backend: str = "sim", machine: Machine = B
         (
             '[[gpu_groups]]\nphases = ["pc2", "c9"]\ngpus = [0]\n[phases.pc1]\nslots = 1\n',
             "gpu_groups.0.phases: unknown phase 'c9'",
+        ),
+        (
+            '[phases.pc1]\nslots = 1\nmemory = "lots"\n',
+            "phases.pc1.memory: 'lots' is not a size such as 500GiB or 2TB (got 'lots')",
         ),
     ],
 )
@@ -263,6 +268,60 @@ def test_plan_allocates_cores_together_and_gpu_locks(tmp_path: Path) -> None:
     assert [p.role for p in plan.storage] == ["temp", "temp", "sealed"]
 
 
+TIB = 1 << 40
+GIB = 1 << 30
+
+
+def test_slots_whose_memory_would_swap_are_refused_in_one_line(tmp_path: Path) -> None:
+    body = '[phases.pc1]\nslots = 14\nmemory = "64GiB"\n[phases.c2]\nslots = 1\n'
+    path = write(tmp_path, body, "external")
+    profile = load_profile(path)
+    big = replace(BOX, memory=TIB, swap=64 * GIB)
+    assert plan_profile(profile, path, big).errors == []
+    small = replace(BOX, memory=512 * GIB, swap=TIB)
+    assert plan_profile(profile, path, small).errors == [
+        f"{path}: phases.PreCommit1.memory: the slots need 900.0 GiB of RAM (PreCommit1 14 × "
+        "64.0 GiB + 2.0 KiB shared, Commit2 1 × 2.0 KiB + 2.0 KiB shared, 4.0 GiB reserve) "
+        "but this machine has 512.0 GiB: it would swap"
+    ]  # swap is never counted: a sealing phase that swaps crawls
+
+
+def test_memory_defaults_follow_lotus_and_the_profile_overrides_them(tmp_path: Path) -> None:
+    body = "[phases.ap]\nslots = 1\n[phases.pc1]\nslots = 14\n[phases.c2]\nslots = 1\n"
+    path = write(tmp_path, body, "external")
+    path.write_text(path.read_text().replace('"2KiB"', '"32GiB"'))
+    memory = plan_profile(load_profile(path), path, BOX).memory
+    assert [(m.phase, m.slots, m.per_slot, m.shared) for m in memory.phases] == [
+        ("AddPiece", 1, 4 * GIB, GIB),
+        ("PreCommit1", 14, 64 * GIB, 10 << 20),
+        ("Commit2", 1, 150 * GIB, 32 * GIB),  # its Groth parameters, once per host
+    ]
+    assert memory.reserve == 4 * GIB and memory.ram is None  # an unknown machine: no check
+    assert memory.need == 4 * GIB + 5 * GIB + 14 * 64 * GIB + (10 << 20) + 182 * GIB
+    override = '[phases.c2]\nslots = 1\nmemory = "200GiB"\nshared_memory = "40 GB"\n'
+    path.write_text(path.read_text().split("[phases.ap]")[0] + override)
+    path.write_text(path.read_text().replace("[storage]", 'memory_reserve = "16GiB"\n[storage]'))
+    memory = plan_profile(load_profile(path), path, BOX).memory
+    assert [(m.per_slot, m.shared, m.total) for m in memory.phases] == [
+        (200 * GIB, 40 * 10**9, 200 * GIB + 40 * 10**9)
+    ]
+    assert memory.reserve == 16 * GIB
+    path.write_text(path.read_text().replace('"16GiB"', "-1"))
+    with pytest.raises(ConfigError) as refused:
+        load_profile(path)
+    assert str(refused.value) == (
+        f"{path}: memory_reserve: -1 is not a size such as 500GiB or 2TB (got -1)"
+    )
+
+
+def test_the_sim_backend_needs_only_the_memory_a_profile_names(tmp_path: Path) -> None:
+    path = write(tmp_path, '[phases.pc1]\nslots = 2\n[phases.c2]\nslots = 1\nmemory = "1KiB"\n')
+    tiny = replace(BOX, memory=2048, swap=0)
+    plan = plan_profile(load_profile(path), path, tiny)
+    assert [m.total for m in plan.memory.phases] == [0, 1024]
+    assert plan.memory.need == 1024 and plan.errors == []
+
+
 def test_sizes_and_cpu_lists() -> None:
     assert parse_size("2TiB") == 2 << 40 and parse_size("500 GB") == 500 * 10**9
     assert parse_size(1024) == 1024
@@ -282,6 +341,10 @@ def test_profile_check_command(tmp_path: Path) -> None:
         ("Commit2", 0),
     ]
     assert all(p["free"] > 0 for p in plan["storage"])
+    assert plan["memory"]["ram"] > 0 and isinstance(plan["memory"]["swap"], int)
+    assert [m["per_slot"] for m in plan["memory"]["phases"]] == [0, 0]  # the sim backend
+    result = CliRunner().invoke(cli, ["profile", "check", str(good)])
+    assert result.exit_code == 0 and "\nRAM here " in result.output, result.output
     bad = write(tmp_path, "[phases.pc1]\nslots = 1\ncores = [[999]]\n")
     result = CliRunner().invoke(cli, ["profile", "check", str(bad)])
     assert result.exit_code == 1

@@ -118,6 +118,8 @@ def test_a_farm_seals_over_tls(tls_server: tuple[int, Path], prefix: str, tmp_pa
         "SEALPOOL_REDIS_URL": url,
         "SEALPOOL_KEY_PREFIX": prefix,
         "SEALPOOL_TIME_SCALE": "2000",
+        "SEALPOOL_PRECOMMIT_BATCH_WAIT_S": "0",  # each sector's messages sent at once
+        "SEALPOOL_COMMIT_BATCH_WAIT_S": "0",
         "SEALPOOL_TICKET_CONFIDENCE": "10",
         "SEALPOOL_TICK_S": "0.5",
         "SEALPOOL_HEARTBEAT_S": "0.5",
@@ -132,7 +134,7 @@ def test_a_farm_seals_over_tls(tls_server: tuple[int, Path], prefix: str, tmp_pa
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 states = {s.state for s in store.get_many(s.id for s in sectors)}
                 if states == {SectorState.PROVING}:

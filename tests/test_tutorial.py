@@ -1,9 +1,12 @@
-"""docs/tutorial.md, run as written (one machine standing in for both of its machines)."""
+"""docs/tutorial.md, run as written: the demo and what it keeps, and the two-machine farm
+(one machine standing in for both of its machines)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from helpers import wait_until
 
@@ -18,11 +22,66 @@ DOCS = Path(__file__).parents[1] / "docs"
 SEALPOOL = [sys.executable, "-c", "from sealpool.cli import main; main()"]
 
 
+def run(env: dict[str, str], *args: str, timeout_s: float = 120) -> str:
+    """The output of ``sealpool ARGS`` in ``env``, after checking it succeeded."""
+    done = subprocess.run(
+        [*SEALPOOL, *args], env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any SEALPOOL_ variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOOL_")}
+    return {**env, **extra}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("own_server", [True, False], ids=["embedded", "SEALPOOL_REDIS_URL"])
+def test_the_demo_keeps_its_pool_and_prints_how_to_look_at_it(
+    tmp_path: Path, redis_url: str, own_server: bool
+) -> None:
+    env = clean_env(SEALPOOL_DATA_DIR=str(tmp_path / "data"), TMPDIR=str(tmp_path))
+    if not own_server:
+        env["SEALPOOL_REDIS_URL"] = redis_url
+    out = run(env, "demo", "--sectors", "2", "--hosts", "1", "--time-scale", "4000", timeout_s=300)
+    assert re.search(r"^measure +result", out, re.M), out  # the summary's header row
+    exports = dict(re.findall(r"^  export (SEALPOOL_\w+)=(\S+)$", out, re.M))
+    wanted = {"SEALPOOL_KEY_PREFIX"} | ({"SEALPOOL_DATA_DIR"} if own_server else set())
+    assert set(exports) == wanted, out
+    (root,) = re.findall(r"^Afterwards: .*rm -r (\S+)$", out, re.M)
+    assert Path(root).parent == tmp_path and (Path(root) / "logs").is_dir()
+    assert not (tmp_path / "data").exists()  # the user's own pool is left alone
+    if own_server:  # what docs/tutorial.md shows, up to the paths and the prefix
+        shown = (DOCS / "tutorial.md").read_text().split("```text\n", 1)[1].split("```")[0]
+        printed = out[out.index("The pool is kept") :]
+        assert _anonymous(printed) == _anonymous(shown)
+    env.update(exports)  # the commands the demo printed, pasted
+    try:
+        sealed = json.loads(run(env, "sectors", "list", "--json"))
+        assert [s["state"] for s in sealed] == ["Proving", "Proving"]
+        assert "Proving" in run(env, "pool", "stats")
+    finally:
+        if own_server:
+            run(env, "server", "stop")
+        else:
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=f"{exports['SEALPOOL_KEY_PREFIX']}*"))
+            client.delete(*keys)
+        shutil.rmtree(root)
+
+
+def _anonymous(text: str) -> str:
+    """``text`` with the demo's directories and key prefix made the same every run."""
+    text = re.sub(r"\S*/sealpool-demo-\w+", "ROOT", text)
+    return re.sub(r"demo-[0-9a-f]{8}", "PREFIX", text).strip()
+
+
 @pytest.mark.slow
 def test_two_machine_tutorial(tmp_path: Path) -> None:
     root = tmp_path / "sealpool-tutorial"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALPOOL_")}
-    env.update(
+    env = clean_env(
         SEALPOOL_DATA_DIR=str(root / "pool"),
         SEALPOOL_TIME_SCALE="2000",
         SEALPOOL_TICKET_CONFIDENCE="10",
@@ -31,11 +90,7 @@ def test_two_machine_tutorial(tmp_path: Path) -> None:
     )
 
     def sealpool(*args: str) -> str:
-        done = subprocess.run(
-            [*SEALPOOL, *args], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return run(env, *args)
 
     start = ("server", "start", "--bind", "127.0.0.2", "--show-password", "--json")
     started = json.loads(sealpool(*start))

@@ -73,9 +73,9 @@ def test_burst_never_exceeds_slots_and_files_land_where_configured(
     assert most_at_once([r for r in runs if r.phase == "PreCommit1"]) == 3  # and all are used
     temp_roots, sealed_roots = (set(paths) for paths in farm.host_dirs("hostA"))
     assert {Path(s.temp_path).parent for s in done} == {p.resolve() for p in temp_roots}
-    assert {Path(s.sealed_path).parent for s in done} <= {p.resolve() for p in sealed_roots}
+    assert {Path(s.sealed_path).parents[1] for s in done} <= {p.resolve() for p in sealed_roots}
     for sector in done:
-        assert (Path(sector.sealed_path) / "sealed").exists()
+        assert Path(sector.sealed_path).is_file()  # <lotus storage path>/sealed/s-t0…
     assert all(not any(root.iterdir()) for root in temp_roots)  # every scratch freed
     assert runtime(prefix).scratch.reservations("hostA") == {}
 

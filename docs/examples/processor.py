@@ -14,7 +14,7 @@ runs pinned to its slot's CPU cores with CUDA_VISIBLE_DEVICES set to its slot's 
 
 Outputs are stored with the sector and sent with every later request, so they may be at most
 64 KiB of JSON; more is refused (not tried again). A large artefact (a real Commit1 output is
-megabytes) goes to a file under the sector's temp_path (or, in Finalize, sealed_path), named
+megabytes) goes to a file under the sector's temp_path (or, in Finalize, cache_path), named
 under "files" with its size and sha256, which sealpool checks before the phase completes:
 
     {"files": {"c1_output": {"path": "/scratch/f01000-7/c1-output.json",
@@ -23,10 +23,12 @@ under "files" with its size and sha256, which sealpool checks before the phase c
 Later phases find that entry in "inputs"; the file is readable where its directory is (the
 host that wrote it, or shared storage: Commit2 may run on any GPU host).
 
-Finalize copies (or moves) the sealed file to <sealed_path>/sealed and the cache files to
-<sealed_path>/cache/, leaves temp_path alone, and reports "sealed_bytes", "sealed_sha256" and
-"cache_files" ({file name: bytes}): sealpool checks the files there and only then removes
-temp_path; a mismatch fails the phase (tried again), and the sector stays in Finalize.
+Finalize copies (or moves) the sealed file to sealed_path and the cache files to the directory
+cache_path (a lotus storage path's sealed/s-t0<miner>-<n> and cache/s-t0<miner>-<n>), leaves
+temp_path alone, and reports "sealed_bytes", "sealed_sha256" and "cache_files" ({file name:
+bytes}, at least p_aux, t_aux and the sc-02-data-tree-r-last*.dat files lotus proves with):
+sealpool checks the files there and only then removes temp_path; a mismatch fails the phase
+(tried again), and the sector stays in Finalize.
 
 PreCommit2 returns CommR (and CommD, for a sector with deals) as CIDs, Commit2 the proof's
 bytes in hex: sealpool builds the chain messages from them. This one writes small stand-in
@@ -47,6 +49,7 @@ from pathlib import Path
 
 from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
 from sealpool.chain.sim import sim_proof
+from sealpool.proving_layout import cache_names
 
 
 def digest(*parts):
@@ -80,7 +83,8 @@ def seal(request):
         return {"labels": digest("labels", request["ticket"]["value"])}
     if phase == "PreCommit2":
         (scratch / "sealed").write_bytes(b"\2" * 1024)
-        (scratch / "cache" / "p_aux").write_bytes(b"\3" * 64)
+        for name in cache_names(request["sector_size"]):
+            (scratch / "cache" / name).write_bytes(b"\3" * 64)
         comm_r = commitment_cid(SEALED, bytes.fromhex(digest("comm_r", inputs["PreCommit1"])))
         comm_d = inputs["AddPiece"]["comm_d"]
         unsealed = commitment_cid(UNSEALED, bytes.fromhex(comm_d)) if request["deal_ids"] else None
@@ -96,16 +100,18 @@ def seal(request):
         proof = sim_proof(request["miner"], request["number"], comm_r, ticket, seed)
         return {"proof": proof.hex()}
     if phase == "Finalize":  # copies: sealpool removes the scratch once it checked them
-        target = Path(request["sealed_path"])
-        (target / "cache").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(scratch / "sealed", target / "sealed")
-        shutil.copyfile(scratch / "cache" / "p_aux", target / "cache" / "p_aux")
+        target, cache = Path(request["sealed_path"]), Path(request["cache_path"])
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(scratch / "sealed", target)
+        names = cache_names(request["sector_size"])
+        for name in names:
+            shutil.copyfile(scratch / "cache" / name, cache / name)
         sealed = file_entry(scratch / "sealed")
         return {
             "stored": str(target),
             "sealed_bytes": sealed["bytes"],
             "sealed_sha256": sealed["sha256"],
-            "cache_files": {"p_aux": (scratch / "cache" / "p_aux").stat().st_size},
+            "cache_files": {name: (cache / name).stat().st_size for name in names},
         }
     return {"error": f"unknown phase {phase}", "retry": False}
 

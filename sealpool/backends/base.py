@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sealpool.errors import PhaseError
+from sealpool.proving_layout import SectorFiles, cache_names
 
 SECTOR_BYTES: dict[str, int] = {
     "2KiB": 2 << 10,
@@ -17,8 +18,6 @@ SECTOR_BYTES: dict[str, int] = {
     "32GiB": 32 << 30,
     "64GiB": 64 << 30,
 }
-SEALED_FILE = "sealed"  # Finalize leaves <sealed_path>/sealed and <sealed_path>/cache/<files>
-CACHE_DIR = "cache"
 SEALED_OUTPUTS = ("sealed_bytes", "sealed_sha256", "cache_files")  # Finalize's, checked
 HASH_CHUNK = 1 << 20
 
@@ -45,12 +44,13 @@ class PhaseRequest:
     phase: str
     sector_size: int
     temp_path: str
-    sealed_path: str | None
+    sealed_path: str | None  # Finalize's: the sealed file to write (a lotus storage path's)
     ticket: dict[str, Any] | None
     seed: dict[str, Any] | None
     deal_ids: list[int]
     inputs: dict[str, Any]
     token: int = 0  # the attempt's fencing token: write scratch only while .lease holds it
+    cache_path: str | None = None  # Finalize's: the directory to put the cache files in
 
 
 class Backend(Protocol):
@@ -87,10 +87,11 @@ def check_file(path: Path, size: int, sha256: str | None, what: str) -> None:
         )
 
 
-def check_sealed(target: Path, outputs: dict[str, Any], what: str) -> None:
-    """Check Finalize's files under ``target`` against its outputs: ``sealed`` of
-    ``sealed_bytes`` bytes with ``sealed_sha256``, and ``cache/<name>`` of each of
-    ``cache_files`` (name → bytes). Outputs that don't say are a permanent PhaseError."""
+def check_sealed(files: SectorFiles, sector_size: int, outputs: dict[str, Any], what: str) -> None:
+    """Check Finalize's files against its outputs: the sealed file of ``sealed_bytes``
+    bytes with ``sealed_sha256``, and in the cache directory each of ``cache_files`` (name
+    → bytes), which must name every file lotus needs to prove the sector. Outputs that
+    don't say are a permanent PhaseError."""
     size, digest, cache = (outputs.get(name) for name in SEALED_OUTPUTS)
     if not (
         type(size) is int
@@ -106,6 +107,12 @@ def check_sealed(target: Path, outputs: dict[str, Any], what: str) -> None:
             f"(file name → bytes) to check the sealed sector with; got {got:.300}",
             retry=False,
         )
-    check_file(target / SEALED_FILE, size, digest, what)
+    if missing := [name for name in cache_names(sector_size) if name not in cache]:
+        raise PhaseError(
+            f"{what}: cache_files: {', '.join(missing)} missing; lotus needs them to prove "
+            "the sector",
+            retry=False,
+        )
+    check_file(files.sealed, size, digest, what)
     for name, each in cache.items():
-        check_file(target / CACHE_DIR / name, each, None, what)
+        check_file(files.cache / name, each, None, what)

@@ -9,7 +9,7 @@ killed on timeout or when the phase's lease is lost.
 Outputs are kept in the sector's record and sent with every later request, so they may be
 at most ``MAX_OUTPUT_BYTES`` (64 KiB) of JSON. A larger artefact (a real Commit1 output is
 megabytes) goes to a file in the sector's temp directory (``temp_path``; in Finalize also
-``sealed_path``), reported under ``files`` by name::
+``cache_path``), reported under ``files`` by name::
 
     {"files": {"c1_output": {"path": "/scratch/f01000-7/c1-output.json",
                              "sha256": "<64 hex digits>", "bytes": 8388608}}}
@@ -17,9 +17,11 @@ megabytes) goes to a file in the sector's temp directory (``temp_path``; in Fina
 sealpool checks each one (under the sector's directories, that size, that sha256) before
 the phase completes; later phases find the entry in ``inputs`` — on the host that wrote the
 file, or wherever that directory is shared. Finalize copies (or moves) the sealed file to
-``<sealed_path>/sealed`` and the cache files to ``<sealed_path>/cache/``, and reports
-``sealed_bytes``, ``sealed_sha256`` and ``cache_files`` (file name → bytes): sealpool checks
-them there, and only then removes the scratch directory itself.
+``sealed_path`` and the cache files (at least ``p_aux``, ``t_aux`` and the
+``sc-02-data-tree-r-last*.dat`` files) into ``cache_path``, both in a lotus storage path
+(:mod:`sealpool.proving_layout`), and reports ``sealed_bytes``, ``sealed_sha256`` and
+``cache_files`` (file name → bytes): sealpool checks them there, and only then removes the
+scratch directory itself.
 
 Pipes: the request is written while stdout and stderr are read, in one loop that also keeps
 the timeout, so a processor that starts reading late (behind the pin wrapper's start-up)
@@ -217,12 +219,12 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 def _check_files(request: PhaseRequest, files: object, what: str) -> None:
     """Check the artefacts an outputs' ``files`` reports: each under the sector's temp or
-    sealed directory, of its size and sha256 (see the module docstring)."""
+    cache directory, of its size and sha256 (see the module docstring)."""
     if not isinstance(files, dict):
         raise PhaseError(
             f"{what}: files: not an object of name → entry: {files!r:.100}", retry=False
         )
-    roots = [Path(path).resolve() for path in (request.temp_path, request.sealed_path) if path]
+    roots = [Path(path).resolve() for path in (request.temp_path, request.cache_path) if path]
     for name, entry in files.items():
         field = f"files.{name}"
         if not (
@@ -237,7 +239,7 @@ def _check_files(request: PhaseRequest, files: object, what: str) -> None:
             )
         path = Path(entry["path"]).resolve()
         if not any(root in path.parents for root in roots):
-            shown = " or ".join(map(str, roots)) or "none (no temp or sealed path)"
+            shown = " or ".join(map(str, roots)) or "none (no temp or cache path)"
             raise PhaseError(
                 f"{what}: {field}.path {entry['path']!r} is not under the sector's "
                 f"directories: {shown}",

@@ -9,34 +9,39 @@ The paths come from the sector's record in Redis, so before touching one the bac
 that it resolves to ``<root>/<sector id>`` under one of the slot's temp (or, for Finalize's
 target, sealed) directories: a bad record can't make it write or delete anything else.
 
-Finalize copies the sealed file and cache files to the sealed directory and reports their
-sizes and the sealed file's sha256, as a processor does; the scratch is left for the step,
-which removes it only once the copies match (see ``sealpool.sealing_tasks.steps.finalize``).
+Finalize copies the sealed file and the cache files lotus proves with (``p_aux``, ``t_aux``,
+``sc-02-data-tree-r-last*.dat``) into a lotus storage path (:mod:`sealpool.proving_layout`)
+and reports their sizes and the sealed file's sha256, as a processor does; the scratch is
+left for the step, which removes it only once the copies match (see
+``sealpool.sealing_tasks.steps.finalize``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sealpool.backends.base import CACHE_DIR, SEALED_FILE, PhaseRequest, Slot, file_sha256
+from sealpool.backends.base import PhaseRequest, Slot, file_sha256
 from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
 from sealpool.chain.sim import sim_proof
 from sealpool.config import Settings
 from sealpool.errors import PhaseError
 from sealpool.paths import sector_dir_in
+from sealpool.proving_layout import cache_names, find_sector_files
 from sealpool.scratch_lease import check_scratch
 
 LAYERS = 11
 FILE_BYTES = 4096
 HOST_MARKER = ".host"
-CACHE_FILES = ("p_aux", "t_aux", "tree-r-last.dat")
-SCRATCH_BYTES = (1 + LAYERS + 3 + 1) * FILE_BYTES  # unsealed, layers, cache files, sealed
-SEALED_BYTES = (1 + 3) * FILE_BYTES  # sealed file and the cache files kept with it
+SEALED_FILE, CACHE_DIR = "sealed", "cache"  # in the scratch
+MOST_CACHE_FILES = len(cache_names(64 << 30))
+SCRATCH_BYTES = (1 + LAYERS + MOST_CACHE_FILES + 1) * FILE_BYTES  # unsealed, layers, cache, sealed
+SEALED_BYTES = (1 + MOST_CACHE_FILES) * FILE_BYTES  # sealed file and the cache files kept with it
 READS_SCRATCH = frozenset({"PreCommit1", "PreCommit2", "Commit1", "Finalize"})
 TOUCHES_SCRATCH = READS_SCRATCH | {"AddPiece"}
 
@@ -76,13 +81,23 @@ class SimBackend:
             scratch = Path(request.temp_path)
         reads = request.phase in READS_SCRATCH
         cross_host = self._cross_host_bytes(scratch, slot) if reads else 0
-        seconds = self.settings.wall_seconds(self.settings.phase_seconds.get(request.phase, 0))
+        seconds = self.settings.wall_seconds(self._farm_seconds(request, slot))
         if cancelled.wait(seconds):
             raise PhaseError(f"{request.phase} of {request.sector_id} cancelled", retry=True)
         if request.phase in TOUCHES_SCRATCH:
             check_scratch(scratch, request.token, f"{request.phase} of {request.sector_id}")
         outputs = getattr(self, f"_{request.phase.lower()}")(request, scratch, slot)
         return {**outputs, "cross_host_bytes": cross_host, "host": slot.host}
+
+    def _farm_seconds(self, request: PhaseRequest, slot: Slot) -> float:
+        """The phase's time, drawn from the spread and scaled by the host's factor."""
+        settings = self.settings
+        seconds = settings.phase_seconds.get(request.phase, 0.0)
+        spread = settings.sim_spread
+        if spread:
+            draw = random.Random(f"{settings.sim_seed}:{request.sector_id}:{request.phase}")
+            seconds *= draw.uniform(1 - spread, 1 + spread)
+        return seconds * settings.sim_host_factor.get(slot.host, 1.0)
 
     @staticmethod
     def _cross_host_bytes(scratch: Path, slot: Slot) -> int:
@@ -102,21 +117,21 @@ class SimBackend:
             raise PhaseError(f"{request.sector_id}: no unsealed data in {scratch}", retry=False)
         ticket = (request.ticket or {}).get("value", "")
         for layer in range(1, LAYERS + 1):
-            _write(scratch / "cache" / f"sc-02-data-layer-{layer}.dat", f"{ticket}:{layer}")
+            _write(scratch / CACHE_DIR / f"sc-02-data-layer-{layer}.dat", f"{ticket}:{layer}")
         return {"labels": _digest("pc1", request.sector_id, ticket)}
 
     def _precommit2(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
         labels = request.inputs["PreCommit1"]["labels"]
-        for name in CACHE_FILES:
-            _write(scratch / "cache" / name, f"{labels}:{name}")
-        _write(scratch / "sealed", labels)
+        for name in cache_names(request.sector_size):
+            _write(scratch / CACHE_DIR / name, f"{labels}:{name}")
+        _write(scratch / SEALED_FILE, labels)
         comm_r = commitment_cid(SEALED, bytes.fromhex(_digest("comm_r", labels)))
         unsealed = request.inputs["AddPiece"]["comm_d"] if request.deal_ids else None
         comm_d = commitment_cid(UNSEALED, bytes.fromhex(unsealed)) if unsealed else None
         return {"comm_r": str(comm_r), "comm_d": str(comm_d) if comm_d else None}
 
     def _commit1(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
-        if not (scratch / "cache" / "p_aux").exists():
+        if not (scratch / CACHE_DIR / "p_aux").exists():
             raise PhaseError(f"{request.sector_id}: no PC2 cache in {scratch}", retry=False)
         seed = (request.seed or {}).get("value", "")
         return {"c1_output": _digest("c1", request.inputs["PreCommit2"]["comm_r"], seed)}
@@ -127,15 +142,23 @@ class SimBackend:
         return {"proof": sim_proof(request.miner, request.number, comm_r, ticket, seed).hex()}
 
     def _finalize(self, request: PhaseRequest, scratch: Path, slot: Slot) -> dict[str, Any]:
-        if request.sealed_path is None:
-            raise PhaseError(f"{request.sector_id}: Finalize needs a sealed path", retry=False)
-        target = sector_path(request, request.sealed_path, slot.sealed_dirs, "sealed")
-        (target / CACHE_DIR).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(scratch / SEALED_FILE, target / SEALED_FILE)
-        for name in CACHE_FILES:
-            shutil.copyfile(scratch / CACHE_DIR / name, target / CACHE_DIR / name)
+        files = find_sector_files(
+            request.sealed_path or "", slot.sealed_dirs, request.miner, request.number
+        )
+        if files is None or Path(request.cache_path or "").resolve() != files.cache:
+            raise PhaseError(
+                f"Finalize of {request.sector_id}: refused sealed path {request.sealed_path!r} "
+                f"and cache path {request.cache_path!r}: not this sector's files in a lotus "
+                "storage path under this slot's sealed dirs",
+                retry=False,
+            )
+        names = cache_names(request.sector_size)
+        files.cache.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(scratch / SEALED_FILE, files.sealed)
+        for name in names:
+            shutil.copyfile(scratch / CACHE_DIR / name, files.cache / name)
         return {  # of the files written in scratch: the step checks the copies against them
             "sealed_bytes": (scratch / SEALED_FILE).stat().st_size,
             "sealed_sha256": file_sha256(scratch / SEALED_FILE),
-            "cache_files": {n: (scratch / CACHE_DIR / n).stat().st_size for n in CACHE_FILES},
+            "cache_files": {n: (scratch / CACHE_DIR / n).stat().st_size for n in names},
         }

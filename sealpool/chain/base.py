@@ -33,10 +33,11 @@ class Chain(Protocol):
         """Hex of the 32 bytes of seal randomness (ticket) or challenge randomness (seed)."""
         ...
 
-    def push(self, method: int, params: bytes, value: int, uuid: str) -> str:
+    def push(self, method: int, params: bytes, value: int, uuid: str, max_fee: int = 0) -> str:
         """Send a message to the miner actor from its worker or a control address; the CID.
 
         A ``uuid`` sent before returns that message again and sends nothing (MsgUuid).
+        ``max_fee``: the most attoFIL of gas it may burn (0: the node's default).
         """
         ...
 
@@ -48,8 +49,18 @@ class Chain(Protocol):
         """The on-chain PreCommitEpoch of sector ``number``; None without a precommit."""
         ...
 
+    def allocated(self) -> list[int]:
+        """The miner's allocated sector numbers, as bitfield run lengths (first run unset;
+        see :mod:`sealpool.chain.bitfield`): no new sector may take one of them."""
+        ...
+
     def precommit_deposit(self, sector: PreCommit) -> int:
         """The precommit deposit of ``sector`` in attoFIL."""
+        ...
+
+    def available_balance(self) -> int:
+        """attoFIL a message's value can draw on: the sender's wallet balance plus the
+        miner actor's available balance."""
         ...
 
     def initial_pledge(self, sector_size: int, duration: int) -> int:

@@ -19,7 +19,6 @@ MAX_PROVE_COMMIT_DURATION = 30 * EPOCHS_PER_DAY + PRE_COMMIT_CHALLENGE_DELAY  # 
 MIN_SECTOR_EXPIRATION = 180 * EPOCHS_PER_DAY  # 518400
 MAX_SECTOR_EXPIRATION_EXTENSION = 1278 * EPOCHS_PER_DAY  # 3680640
 INTERACTIVE_POREP_CONFIDENCE = 6  # lotus storage/pipeline/constants.go
-MESSAGE_CONFIDENCE = 5  # lotus MessageConfidence: epochs a receipt must be buried under
 CC_LIFETIME_EPOCHS = 540 * EPOCHS_PER_DAY  # lotus CommittedCapacitySectorLifetime
 # Registered seal proof V1_1 of each sector size (go-state-types abi/sector.go).
 SEAL_PROOF = {"2KiB": 5, "8MiB": 6, "512MiB": 7, "32GiB": 8, "64GiB": 9}

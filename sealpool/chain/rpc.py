@@ -5,9 +5,11 @@ Calls used: ``Filecoin.ChainHead``, ``Filecoin.StateGetRandomnessFromTickets`` (
 the first control address, else the worker), ``Filecoin.MpoolPushMessage`` (the node signs
 and sends; ``MsgUuid`` makes a repeated push return the first message),
 ``Filecoin.StateSearchMsg`` (landing, replacements allowed),
-``Filecoin.StateSectorPreCommitInfo`` (PreCommitEpoch),
+``Filecoin.StateSectorPreCommitInfo`` (PreCommitEpoch), ``Filecoin.StateMinerAllocated``
+(sector numbers taken),
 ``Filecoin.StateMinerPreCommitDepositForPower`` and
-``Filecoin.StateMinerInitialPledgeForSector`` (funds). Parameters are the CBOR sealpool's
+``Filecoin.StateMinerInitialPledgeForSector``, ``Filecoin.WalletBalance`` and
+``Filecoin.StateMinerAvailableBalance`` (funds). Parameters are the CBOR sealpool's
 :mod:`sealpool.chain.messages` builds.
 
 Errors name the method and the node's host only: the URL may carry a token, and these
@@ -113,13 +115,13 @@ class RpcChain:
             self._sender = (info.get("ControlAddresses") or [info["Worker"]])[0]
         return self._sender
 
-    def push(self, method: int, params: bytes, value: int, uuid: str) -> str:
+    def push(self, method: int, params: bytes, value: int, uuid: str, max_fee: int = 0) -> str:
         message = {
             "Version": 0, "To": self.miner, "From": self.sender(), "Nonce": 0,
             "Value": str(value), "GasLimit": 0, "GasFeeCap": "0", "GasPremium": "0",
             "Method": method, "Params": base64.b64encode(params).decode(),
         }  # fmt: skip
-        spec = {"MaxFee": "0", "MsgUuid": uuid, "MaximizeFeeCap": False}
+        spec = {"MaxFee": str(max_fee), "MsgUuid": uuid, "MaximizeFeeCap": False}
         return self.call("Filecoin.MpoolPushMessage", message, spec)["CID"]["/"]
 
     def search(self, cid: str) -> Receipt | None:
@@ -137,6 +139,13 @@ class RpcChain:
     def precommit_epoch(self, number: int) -> int | None:
         found = self.call("Filecoin.StateSectorPreCommitInfo", self.miner, number, [])
         return int(found["PreCommitEpoch"]) if found else None
+
+    def allocated(self) -> list[int]:
+        return [int(run) for run in self.call("Filecoin.StateMinerAllocated", self.miner, [])]
+
+    def available_balance(self) -> int:
+        wallet = int(self.call("Filecoin.WalletBalance", self.sender()))
+        return wallet + int(self.call("Filecoin.StateMinerAvailableBalance", self.miner, []))
 
     def precommit_deposit(self, sector: PreCommit) -> int:
         info = {

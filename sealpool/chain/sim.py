@@ -1,9 +1,11 @@
 """A strict simulated chain: epochs from a shared clock, the miner actor's rules on messages.
 
-The genesis time is set once in Redis (SET NX), so every process of a farm sees the same
-head; farm time runs ``time_scale`` times faster than wall time, an epoch is 30 farm seconds.
-A pushed message executes at the next epoch E (under a lock, so two processes never race on
-the actor's state) and its receipt shows at E + 1, as lotus reports it.
+The genesis time is set once in Redis (SET NX) from the server's clock, which every head is
+read from too, so every process of a farm sees the same head; farm time runs ``time_scale``
+times faster than wall time, an epoch is 30 farm seconds.
+Each miner's actor state (precommits, sectors, allocated numbers, balance, messages) has
+keys of its own. A pushed message executes at the next epoch E (under a lock, so two
+processes never race on the actor's state) and its receipt shows at E + 1, as lotus reports it.
 
 The actor's checks, with its exit codes (go-state-types exitcode): only methods 28 and 34
 (22 otherwise); parameters decoded, never trusted (21); the miner's seal proof, the ticket
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid as uuids
 
 import cbor2
@@ -26,6 +27,7 @@ import redis
 
 from sealpool.chain import policy
 from sealpool.chain.base import RandomnessPurpose, Receipt
+from sealpool.chain.bitfield import runs_of
 from sealpool.chain.messages import (
     PRE_COMMIT_SECTOR_BATCH2,
     PROVE_COMMIT_SECTORS3,
@@ -80,24 +82,32 @@ class SimChain:
         seal_proof: int = policy.SEAL_PROOF["32GiB"],
     ) -> None:
         self.client = client
-        self.key = f"{prefix}:chain"
+        self.key = f"{prefix}:chain:{miner}"  # the miner actor's state; the clock is shared
         self.epoch_wall_s = EPOCH_SECONDS / time_scale
         self.start_epoch = start_epoch
         self.miner = miner
         self.seal_proof = seal_proof
-        self.client.set(f"{self.key}:genesis_ms", int(time.time() * 1000), nx=True)
-        self.genesis_ms = int(self.client.get(f"{self.key}:genesis_ms"))
+        genesis = f"{prefix}:chain:genesis_ms"
+        self.client.set(genesis, self._server_ms(), nx=True)
+        self.genesis_ms = int(self.client.get(genesis))
 
     def head(self) -> int:
-        elapsed_s = time.time() - self.genesis_ms / 1000
+        """Epochs since genesis on the Redis server's clock, read with one ``TIME`` per call:
+        processes on machines with skewed clocks see the same head, and no cached offset
+        can drift across an epoch boundary (30 ms at the demo's time scales)."""
+        elapsed_s = (self._server_ms() - self.genesis_ms) / 1000
         return self.start_epoch + int(elapsed_s / self.epoch_wall_s)
+
+    def _server_ms(self) -> int:
+        seconds, micros = self.client.time()
+        return seconds * 1000 + micros // 1000
 
     def randomness(self, purpose: RandomnessPurpose, epoch: int, miner: str) -> str:
         if epoch > self.head():
             raise ChainError(f"randomness of epoch {epoch}: beyond the head {self.head()}")
         return hashlib.sha256(f"{purpose}:{epoch}:{miner}".encode()).hexdigest()
 
-    def push(self, method: int, params: bytes, value: int, uuid: str) -> str:
+    def push(self, method: int, params: bytes, value: int, uuid: str, max_fee: int = 0) -> str:
         if len(params) > MAX_MESSAGE_BYTES:
             raise ChainError(f"message of {len(params)} bytes exceeds {MAX_MESSAGE_BYTES}")
         with self.client.lock(f"{self.key}:lock", timeout=30, blocking_timeout=30):
@@ -135,8 +145,14 @@ class SimChain:
         raw = self.client.hget(f"{self.key}:precommits", str(number))
         return json.loads(raw)["epoch"] if raw else None
 
+    def allocated(self) -> list[int]:
+        return runs_of(int(n) for n in self.client.smembers(f"{self.key}:allocated"))
+
     def precommit_deposit(self, sector: PreCommit) -> int:
         return DEPOSIT
+
+    def available_balance(self) -> int:
+        return self.wallet() + self._balance()
 
     def initial_pledge(self, sector_size: int, duration: int) -> int:
         return PLEDGE
@@ -147,6 +163,10 @@ class SimChain:
         """Give the sender's wallet ``wallet`` attoFIL (it starts without limit)."""
         self.client.set(f"{self.key}:wallet", wallet)
         self.client.set(f"{self.key}:wallet_spent", 0)
+
+    def allocate(self, *numbers: int) -> None:
+        """Mark ``numbers`` allocated, as sectors sealed before sealpool would have."""
+        self.client.sadd(f"{self.key}:allocated", *numbers)
 
     def wallet(self) -> int:
         """What the sender's wallet can still pay."""

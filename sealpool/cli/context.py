@@ -15,7 +15,7 @@ import click
 from sealpool.config import Settings, load_settings
 from sealpool.connection import connect, redis_url
 from sealpool.runtime import Runtime, build_runtime
-from sealpool.store import SectorStore
+from sealpool.store import HistoryPolicy, SectorStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 URL_VARIABLE = "SEALPOOL_REDIS_URL"
@@ -57,6 +57,9 @@ class CliContext:
             prefix=settings.key_prefix,
             lease_s=settings.lease_s,
             request_id_ttl_s=settings.request_id_ttl_s,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+            history=HistoryPolicy(settings.history_archive, settings.history_archive_days),
         )
 
 

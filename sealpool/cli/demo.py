@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 from dataclasses import asdict
 from types import FrameType
@@ -40,6 +41,7 @@ def _summary(result: DemoResult) -> list[list[object]]:
         ["bottleneck bound (farm time)", f"{result.bound_per_h * 24 / result.time_scale:.1f} "
                                          f"sectors/day ({short(result.bottleneck)})"],
         ["throughput / bound", f"{result.bound_ratio:.2f}"],
+        ["messages per sector", f"{result.messages_per_sector:.2f}"],
     ]  # fmt: skip
     for phase, seconds in result.phase_seconds.items():
         rows.append(
@@ -49,6 +51,24 @@ def _summary(result: DemoResult) -> list[list[object]]:
             ]
         )
     return rows
+
+
+def _kept(result: DemoResult) -> list[str]:
+    """How to look at the pool the demo kept: shell lines to paste."""
+    where = "its own Redis server" if result.data_dir else "SEALPOOL_REDIS_URL's server"
+    lines = [f"The pool is kept (in {where}); to look at it:"]
+    if result.data_dir:
+        lines.append(f"  export SEALPOOL_DATA_DIR={shlex.quote(result.data_dir)}")
+    lines += [
+        f"  export SEALPOOL_KEY_PREFIX={shlex.quote(result.key_prefix)}",
+        "  sealpool sectors list",
+        "  sealpool pool stats",
+        "  sealpool sectors show ID      # an id from the list",
+    ]
+    stop = "sealpool server stop; " if result.data_dir else ""
+    lines.append(f"Workers' logs: {shlex.quote(result.root + '/logs')}")
+    lines.append(f"Afterwards: {stop}rm -r {shlex.quote(result.root)}")
+    return lines
 
 
 @click.command()
@@ -92,5 +112,6 @@ def demo(sectors: int, hosts: int, time_scale: float, as_json: bool) -> None:
 
     def human(console: Console) -> None:
         console.print(table("sealpool demo", ["measure", "result"], _summary(result)))
+        console.print("\n".join(_kept(result)), markup=False, highlight=False, soft_wrap=True)
 
     emit(asdict(result), as_json, human)

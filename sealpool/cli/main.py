@@ -10,6 +10,7 @@ import redis
 
 from sealpool import __version__
 from sealpool.cli import pool, sectors, server, storage
+from sealpool.cli.batches import batches
 from sealpool.cli.context import CliContext
 from sealpool.cli.demo import demo
 from sealpool.cli.supervisor import deals_group, exporter, ratio, supervisor
@@ -56,6 +57,7 @@ cli.add_command(sectors.group)
 cli.add_command(pool.group)
 cli.add_command(server.group)
 cli.add_command(demo)
+cli.add_command(batches)
 cli.add_command(profile_group)
 cli.add_command(storage.group)
 cli.add_command(worker)

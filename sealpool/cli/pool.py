@@ -33,6 +33,10 @@ def stats(ctx: CliContext, as_json: bool) -> None:
             ["total", *(sum(c[kind] for c in counts.values()) for kind in KINDS), data["total"]]
         )
         console.print(table("sealpool pool", ["state", *KINDS, "all"], rows))
+        if len(data["miners"]) > 1:
+            columns = ["miner", "sealing", "max", "share", "prio", "last no.", "up to"]
+            rows = [[v if v is not None else "-" for v in m.values()] for m in data["miners"]]
+            console.print(table("miners", columns, rows))
         if data["no_live_worker"]:
             phases = ", ".join(data["no_live_worker"])
             console.print(f"[bold red]stuck:[/] no live worker runs {phases}")

@@ -6,8 +6,9 @@ queue's short name, sizes and times humanized; ``--json`` keeps the raw values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 import click
@@ -35,6 +36,18 @@ def emit(data: Any, as_json: bool, human: Callable[[Console], None]) -> None:
 def print_json(data: Any) -> None:
     """Print ``data`` as one line of JSON."""
     click.echo(pydantic_core.to_json(data, fallback=str))
+
+
+def print_json_array(items: Iterable[Any], chunk: int = 2000) -> None:
+    """Print ``items`` as one line holding a JSON array, written ``chunk`` items at a
+    time as they come (a listing of a whole state is never held at once)."""
+    click.echo(b"[", nl=False)
+    separator = b""
+    iterator = iter(items)
+    while batch := list(islice(iterator, chunk)):
+        click.echo(separator + pydantic_core.to_json(batch, fallback=str)[1:-1], nl=False)
+        separator = b","
+    click.echo(b"]")
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from functools import partial
+from itertools import islice
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from sealpool import views
+from sealpool import miners, views
+from sealpool.chain.batching import BatchBook
 from sealpool.cli.context import CliContext, pass_context
-from sealpool.cli.render import duration, emit, json_option, short, table, utc
+from sealpool.cli.render import (
+    duration,
+    emit,
+    json_option,
+    print_json_array,
+    short,
+    table,
+    utc,
+)
 from sealpool.storage import format_bytes
-from sealpool.store import KINDS, WORK_PHASES, Sector, SectorState
+from sealpool.store import KINDS, WORK_PHASES, PhaseStatus, Sector, SectorState
 from sealpool.supervisor import actions
-from sealpool.supervisor.stuck import stuck_reason
+from sealpool.supervisor.stuck import Consumers, queue_stuck_reason, stuck_reason
 from sealpool.worker_profiles.slots import live_consumers
 
 _STATE = click.Choice([state.value for state in SectorState], case_sensitive=False)
@@ -60,6 +72,7 @@ def group() -> None:
 )
 @click.option("--priority", type=click.IntRange(0, 9), help="0 is the most urgent.")
 @click.option("--request-id", help="Idempotency key: repeating it creates nothing new.")
+@click.option("--miner", "miner_id", help="A miner of the `miners` setting (default: the first).")
 @json_option
 @pass_context
 def add(
@@ -69,6 +82,7 @@ def add(
     deal_ids: tuple[int, ...],
     priority: int | None,
     request_id: str | None,
+    miner_id: str | None,
     as_json: bool,
 ) -> None:
     """Create sectors in the Pending state. A deal sector takes the deals named (waiting
@@ -77,14 +91,16 @@ def add(
         raise click.UsageError("--kind deal needs --deal-id (one or more) and --count 1")
     if kind.lower() == "cc" and deal_ids:
         raise click.UsageError("--deal-id is for --kind deal; a CC sector holds no deals")
+    miner = miners.named(ctx.settings, miner_id)
     sectors = ctx.store.create_many(
-        ctx.settings.miner,
+        miner.id,
         kind.lower(),
         count,  # type: ignore[arg-type]
         deal_ids=deal_ids,
         priority=priority,
         request_id=request_id,
         actor="cli",
+        numbers=miners.number_range(miner, ctx.runtime.chain_for(miner.id)),
     )
     emit(
         sectors,
@@ -103,18 +119,36 @@ def add(
     show_default=True,
     help="Most sectors to show; 0 shows all.",
 )
+@click.option("--miner", help="Only sectors of this miner (e.g. f01000).")
 @json_option
 @pass_context
-def list_(ctx: CliContext, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+def list_(
+    ctx: CliContext,
+    state: str | None,
+    kind: str | None,
+    limit: int,
+    miner: str | None,
+    as_json: bool,
+) -> None:
     """List sectors, most urgent first; a queued sector no live worker can take is shown
     as stuck."""
     store, settings = ctx.store, ctx.settings
-    sectors = store.list(
+    selection = (
         SectorState.parse(state) if state else None,
-        kind.lower() if kind else None,  # type: ignore[arg-type]
-        limit or None,
+        kind.lower() if kind else None,
+        None if miner else limit or None,
     )
     consumers = live_consumers(store.client, store.prefix, 3 * settings.heartbeat_s)
+    if as_json:
+        records = (r for chunk in store.records(*selection) for r in chunk)  # type: ignore[arg-type]
+        if miner:
+            records = (r for r in records if r["miner"] == miner)
+        stuck = partial(_stuck, consumers=consumers, host_binding=settings.host_binding)
+        print_json_array(map(stuck, islice(records, limit or None)))
+        return
+    sectors = store.list(*selection)  # type: ignore[arg-type]
+    if miner:
+        sectors = [s for s in sectors if s.miner == miner][: limit or None]
     stuck = {s.id: stuck_reason(s, consumers, settings.host_binding) for s in sectors}
     emit(
         [
@@ -128,6 +162,14 @@ def list_(ctx: CliContext, state: str | None, kind: str | None, limit: int, as_j
     )
 
 
+def _stuck(record: dict[str, Any], consumers: Consumers, host_binding: bool) -> dict[str, Any]:
+    """The record, with why it is stuck when no live worker can take its queued phase."""
+    if record["status"] != PhaseStatus.QUEUED.value:
+        return record
+    why = queue_stuck_reason(SectorState(record["state"]), record["host"], consumers, host_binding)
+    return {**record, "stuck": why} if why else record
+
+
 @group.command()
 @click.argument("sector_id")
 @json_option
@@ -135,9 +177,16 @@ def list_(ctx: CliContext, state: str | None, kind: str | None, limit: int, as_j
 def show(ctx: CliContext, sector_id: str, as_json: bool) -> None:
     """Show one sector's record and history."""
     data = views.sector(ctx.store, sector_id)
+    book = BatchBook(ctx.store.client, ctx.store.prefix, ctx.settings)
+    member = book.member(sector_id)
+    batch = book.batch(member.batch) if member else None
+    data["batch"] = asdict(batch) if batch else None  # the batch it waits in
 
     def human(console: Console) -> None:
         console.print(_fields(data["sector"]))
+        if batch:
+            console.print(f"batch {batch.id}: {batch.state}, {len(batch.members)} sectors "
+                          f"{batch.cut} {batch.reason}".rstrip())  # fmt: skip
         created = data["sector"]["created_ms"]
         console.print(
             table(

@@ -61,10 +61,15 @@ def dispatch(
 
 
 def start(
-    store: SectorStore, sector_id: str, actor: str = "sealpool", leader: str | None = None
+    store: SectorStore,
+    sector_id: str,
+    actor: str = "sealpool",
+    leader: str | None = None,
+    host: str | None = None,
 ) -> Sector:
-    """Move a Pending sector into the pipeline and send its first phase."""
-    sector = store.start(sector_id, actor=actor, leader=leader)
+    """Move a Pending sector into the pipeline (bound to ``host``, if given) and send its
+    first phase."""
+    sector = store.start(sector_id, actor=actor, leader=leader, host=host)
     dispatch(store, sector, actor=actor)
     return sector
 

@@ -16,6 +16,7 @@ import redis
 from sealpool.errors import ChainError, PhaseError, StaleToken
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
+from sealpool.sealing_tasks.batched import Parked
 from sealpool.sealing_tasks.dispatch import dispatch
 from sealpool.sealing_tasks.lease_keeper import SHUTDOWN, LeaseKeeper
 from sealpool.sealing_tasks.steps import STEPS, PhaseContext, seed_wait_s
@@ -53,6 +54,8 @@ def run_phase(
             with runtime.slot(sector_id, phase.value, lost=keeper.cancelled) as slot:
                 context = PhaseContext(runtime, sector, phase, slot, keeper)
                 updates = STEPS[phase](context)
+        except Parked as parked:  # waits in a batch, without a slot; the batch moves it on
+            return _park(runtime, keeper.lease, parked)
         except PhaseError as exc:
             if keeper.cancelled.is_set():
                 return _hand_back(runtime, keeper.lease, keeper.reason or str(exc))
@@ -117,6 +120,17 @@ def _hand_back(runtime: Runtime, lease: Lease, reason: str) -> str:
         return "lost"
     _send(runtime, released, lease.worker)
     return "handed back"
+
+
+def _park(runtime: Runtime, lease: Lease, parked: Parked) -> str:
+    """Release the phase, its message left in the outbox until ``parked.delay_s``: only a
+    supervisor sends it then (a safety net), if the batch has not moved the sector on."""
+    try:
+        runtime.store.release(lease, str(parked), delay_s=parked.delay_s)
+    except (StaleToken, redis.RedisError) as exc:
+        log.warning("%s", exc)
+        return "lost"
+    return "parked"
 
 
 def _failed(runtime: Runtime, lease: Lease, sector: Sector, error: str, retry: bool) -> str:

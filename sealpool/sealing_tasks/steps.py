@@ -7,8 +7,6 @@ Steps raise PhaseError for failures the runner retries or records.
 from __future__ import annotations
 
 import shutil
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,38 +14,36 @@ from typing import Any
 
 from sealpool.backends import SECTOR_BYTES, PhaseRequest, Slot
 from sealpool.backends.base import check_sealed
-from sealpool.chain import Receipt
-from sealpool.chain.commitments import SEALED, UNSEALED, parse_commitment
-from sealpool.chain.messages import (
-    PRE_COMMIT_SECTOR_BATCH2,
-    PROVE_COMMIT_SECTORS3,
-    Activation,
-    Piece,
-    PreCommit,
-    encode_precommits,
-    encode_prove_commits,
+from sealpool.chain import Chain
+from sealpool.chain.batching import (
+    RETRYABLE_EXIT_CODES,
+    Member,
+    activation_entry,
+    precommit_entry,
 )
+from sealpool.chain.commitments import SEALED, UNSEALED, parse_commitment
+from sealpool.chain.messages import Activation, Piece, PreCommit
 from sealpool.chain.policy import (
-    MESSAGE_CONFIDENCE,
+    EPOCHS_PER_DAY,
     SEAL_PROOF,
     expiration,
     prove_commit_deadline,
-    seed_epoch,
     ticket_expiry,
     ticket_work_epochs,
 )
 from sealpool.config import EPOCH_SECONDS
 from sealpool.errors import ChainError, PhaseError
 from sealpool.paths import overlap, sector_dir_in
+from sealpool.proving_layout import SectorFiles, declare_store, find_sector_files, sector_files
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
 from sealpool.scratch_lease import stamp_scratch
+from sealpool.sealing_tasks import batched
 from sealpool.sealing_tasks.lease_keeper import LeaseKeeper
-from sealpool.storage import roomiest, sector_dir
+from sealpool.storage import roomiest
 from sealpool.store import Randomness, Sector, SectorState
 
 S = SectorState
-RETRYABLE_EXIT_CODES = frozenset({6, 7, 19})  # funds or gas: the same message may pass later
 MIN_POLL_S = 0.02  # however fast the clock, never spin on the chain
 SEED_POLL_MAX_S = 600.0  # a seed wait is re-checked at least this often (wall seconds)
 
@@ -61,6 +57,11 @@ class PhaseContext:
     phase: SectorState
     slot: Slot
     keeper: LeaseKeeper
+
+    @property
+    def chain(self) -> Chain:
+        """The chain as the sector's miner actor sees it."""
+        return self.runtime.chain_for(self.sector.miner)
 
     def outputs(self, outputs: dict[str, Any]) -> dict[str, Any]:
         """The completion field that adds this phase's ``outputs`` to the sector's."""
@@ -111,7 +112,7 @@ def usable_ticket(ctx: PhaseContext) -> Randomness:
     change it. With ``expired_ticket = "abort"`` an old ticket is not replaced; a ticket
     that can't last (old, or fresh but too short-lived) never starts PC1.
     """
-    settings, chain, sector = ctx.runtime.settings, ctx.runtime.chain, ctx.sector
+    settings, chain, sector = ctx.runtime.settings, ctx.chain, ctx.sector
     head = chain.head()
     needed = ticket_work_epochs(settings)
     ticket = sector.ticket
@@ -137,39 +138,60 @@ def compute(ctx: PhaseContext) -> dict[str, Any]:
 
 
 def pre_committing(ctx: PhaseContext) -> dict[str, Any]:
-    """PreCommitSectorBatch2 of the sector, with its deposit; once it landed, the seed
-    epoch and prove-commit deadline from the on-chain PreCommitEpoch."""
-    settings, sector, chain = ctx.runtime.settings, ctx.sector, ctx.runtime.chain
+    """Enroll the sector's SectorPreCommitInfo, with its deposit, in a precommit batch and
+    park it there; once the batch landed, the seed epoch and prove-commit deadline from the
+    on-chain PreCommitEpoch (see :mod:`sealpool.sealing_tasks.batched`)."""
+    settings, sector, chain = ctx.runtime.settings, ctx.sector, ctx.chain
     assert sector.ticket is not None
-    expiry = ticket_expiry(sector.ticket.epoch, settings.max_ticket_age)
-    head = chain.head()
-    if head + 1 > expiry:
+    member = batched.book(ctx.runtime).member(sector.id)
+    if member is None:
+        expiry = ticket_expiry(sector.ticket.epoch, settings.max_ticket_age)
+        head = chain.head()
+        if head + 1 > expiry:
+            raise PhaseError(
+                f"{sector.id}: ticket expired at epoch {expiry} before precommit", retry=False
+            )
+        precommit = _precommit_of(ctx, head)
+        deposit = chain.precommit_deposit(precommit)
+        entry = precommit_entry(precommit)
+        member = Member(sector.id, "precommit", sector.miner, entry, deposit, cutoff=expiry)
+    return _in_batch(ctx, member)
+
+
+def _in_batch(ctx: PhaseContext, member: Member) -> dict[str, Any]:
+    """Enroll ``member`` (its intent recorded first, so the supervisor never re-tickets a
+    sector whose precommit may be sent), then: its completion if the batch landed, a
+    PhaseError if it failed, else park the sector."""
+    runtime, sector = ctx.runtime, ctx.sector
+    book = batched.book(runtime)
+    if not member.batch:
+        ctx.keeper.checkpoint(ctx.outputs({"batch": "enrolling"}))
+        member = book.enroll(member, ctx.chain.head())
+        ctx.keeper.checkpoint(ctx.outputs({"batch": member.batch}))
+    batched.pump(runtime, ctx.keeper.lease.worker)
+    member = book.member(sector.id) or member
+    if member.outcome == "landed":
+        try:
+            updates = batched.landed_updates(runtime, sector, member)
+        except ChainError as exc:
+            raise PhaseError(str(exc), retry=True) from None
+        book.forget(sector.id)
+        return updates
+    if member.outcome == "failed":
+        ctx.keeper.checkpoint(ctx.outputs({"failed": member.cid, "exit_code": member.exit_code}))
+        book.forget(sector.id)  # the next attempt enrolls anew: a new message
         raise PhaseError(
-            f"{sector.id}: ticket expired at epoch {expiry} before precommit", retry=False
+            f"{sector.id}: {member.reason}", retry=member.exit_code in RETRYABLE_EXIT_CODES
         )
-    precommit = _precommit_of(ctx, head)
-    deposit = chain.precommit_deposit(precommit)
-    receipt = send_and_wait(ctx, PRE_COMMIT_SECTOR_BATCH2, encode_precommits([precommit]), deposit)
-    epoch = chain.precommit_epoch(sector.number)
-    if epoch is None:
-        raise PhaseError(f"{sector.id}: precommit {receipt.cid} landed, none on chain", retry=True)
-    deadline = prove_commit_deadline(epoch)
-    seed = seed_epoch(epoch, settings.precommit_challenge_delay)
-    outputs = {
-        "cid": receipt.cid, "epoch": epoch, "expiration": precommit.expiration,
-        "deposit": str(deposit), "seed_epoch": seed,
-    }  # fmt: skip
-    return {
-        "deadlines": {"prove_commit": deadline},
-        "deadline_epoch": deadline,
-        **ctx.outputs(outputs),
-    }
+    batched.ensure_pump(runtime, ctx.keeper.lease.worker)
+    raise batched.Parked(f"in batch {member.batch}", batched.park_delay_s(runtime, member.kind))
 
 
 def _precommit_of(ctx: PhaseContext, head: int) -> PreCommit:
     """The sector's SectorPreCommitInfo: CommR and (deal sectors) CommD from PreCommit2."""
     sector, settings = ctx.sector, ctx.runtime.settings
     assert sector.ticket is not None
+    lifetime = settings.cc_lifetime_days * EPOCHS_PER_DAY
     sealed = sector.outputs["PreCommit2"]
     try:
         comm_r = parse_commitment(SEALED, sealed["comm_r"])
@@ -179,45 +201,9 @@ def _precommit_of(ctx: PhaseContext, head: int) -> PreCommit:
         raise PhaseError(why, retry=False) from None
     return PreCommit(
         seal_proof=SEAL_PROOF[settings.sector_size], number=sector.number, comm_r=comm_r,
-        ticket_epoch=sector.ticket.epoch, expiration=expiration(head, sector.ticket.epoch),
-        comm_d=comm_d,
+        ticket_epoch=sector.ticket.epoch, comm_d=comm_d,
+        expiration=expiration(head, sector.ticket.epoch, lifetime),
     )  # fmt: skip
-
-
-def send_and_wait(ctx: PhaseContext, method: int, params: bytes, value: int) -> Receipt:
-    """Send the phase's message once, wait until it landed ``MESSAGE_CONFIDENCE`` deep.
-
-    The intent (a MsgUuid) is recorded with the lease before the push and the CID after
-    it: a phase retried after a crash pushes the same MsgUuid again, which the node answers
-    with the message already sent. A message that failed on chain is forgotten, so the
-    next attempt sends a new one.
-    """
-    chain, sector = ctx.runtime.chain, ctx.sector
-    mine = sector.outputs.get(ctx.phase.value, {})
-    cid, intent = mine.get("cid"), mine.get("uuid") or str(uuid.uuid4())
-    try:
-        if cid is None:
-            ctx.keeper.checkpoint(ctx.outputs({"uuid": intent}))
-            cid = chain.push(method, params, value, intent)
-            ctx.keeper.checkpoint(ctx.outputs({"uuid": intent, "cid": cid}))
-        poll_s = max(MIN_POLL_S, ctx.runtime.settings.wall_seconds(EPOCH_SECONDS))
-        while not ctx.keeper.cancelled.is_set():
-            receipt = chain.search(cid)
-            if receipt is not None and chain.head() >= receipt.height + MESSAGE_CONFIDENCE:
-                break
-            time.sleep(poll_s)
-        else:
-            raise PhaseError(f"{sector.id}: stopped while waiting for {cid}", retry=True)
-    except ChainError as exc:
-        raise PhaseError(str(exc), retry=True) from None
-    if receipt.exit_code != 0:
-        ctx.keeper.checkpoint(ctx.outputs({"failed": receipt.cid}))
-        raise PhaseError(
-            f"{sector.id}: message {receipt.cid} (method {method}) failed on chain: "
-            f"exit code {receipt.exit_code}",
-            retry=receipt.exit_code in RETRYABLE_EXIT_CODES,
-        )
-    return receipt
 
 
 def seed_wait_s(runtime: Runtime, seed_epoch: int) -> float:
@@ -232,42 +218,45 @@ def seed_wait_s(runtime: Runtime, seed_epoch: int) -> float:
 
 def wait_seed(ctx: PhaseContext) -> dict[str, Any]:
     epoch = ctx.sector.outputs["PreCommitting"]["seed_epoch"]
-    value = ctx.runtime.chain.randomness("seed", epoch, ctx.sector.miner)
+    value = ctx.chain.randomness("seed", epoch, ctx.sector.miner)
     return {"seed": Randomness(epoch=epoch, value=value)}
 
 
 def committing(ctx: PhaseContext) -> dict[str, Any]:
-    """ProveCommitSectors3 of the sector's proof, paying its pledge less its deposit."""
-    sector, chain, settings = ctx.sector, ctx.runtime.chain, ctx.runtime.settings
-    precommitted = sector.outputs["PreCommitting"]
-    try:
-        proof = bytes.fromhex(sector.outputs["Commit2"]["proof"])
-    except (KeyError, ValueError) as exc:
-        why = f"{sector.id}: Commit2 gave no proof bytes: {exc}"
-        raise PhaseError(why, retry=False) from None
-    size = SECTOR_BYTES[settings.sector_size]
-    pieces: tuple[Piece, ...] = ()
-    if sector.deal_ids:  # one piece of the sector's CommD
-        comm_d = parse_commitment(UNSEALED, sector.outputs["PreCommit2"]["comm_d"])
-        pieces = (Piece(cid=comm_d, size=size),)
-    params = encode_prove_commits([Activation(sector.number, proof, pieces)])
-    pledge = chain.initial_pledge(size, precommitted["expiration"] - chain.head())
-    value = max(0, pledge - int(precommitted["deposit"]))
-    receipt = send_and_wait(ctx, PROVE_COMMIT_SECTORS3, params, value)
-    outputs = {"cid": receipt.cid, "epoch": receipt.height - 1}
-    return {"deadlines": {}, "deadline_epoch": None, **ctx.outputs(outputs)}
+    """Enroll the sector's proof in a prove-commit batch, paying its pledge less its
+    deposit, and park it there; once the batch landed, the sector is proven."""
+    sector, chain, settings = ctx.sector, ctx.chain, ctx.runtime.settings
+    member = batched.book(ctx.runtime).member(sector.id)
+    if member is None:
+        precommitted = sector.outputs["PreCommitting"]
+        try:
+            proof = bytes.fromhex(sector.outputs["Commit2"]["proof"])
+        except (KeyError, ValueError) as exc:
+            why = f"{sector.id}: Commit2 gave no proof bytes: {exc}"
+            raise PhaseError(why, retry=False) from None
+        size = SECTOR_BYTES[settings.sector_size]
+        pieces: tuple[Piece, ...] = ()
+        if sector.deal_ids:  # one piece of the sector's CommD
+            comm_d = parse_commitment(UNSEALED, sector.outputs["PreCommit2"]["comm_d"])
+            pieces = (Piece(cid=comm_d, size=size),)
+        pledge = chain.initial_pledge(size, precommitted["expiration"] - chain.head())
+        value = max(0, pledge - int(precommitted["deposit"]))
+        entry = activation_entry(Activation(sector.number, proof, pieces))
+        cutoff = sector.deadlines.get("prove_commit", prove_commit_deadline(precommitted["epoch"]))
+        member = Member(sector.id, "commit", sector.miner, entry, value, cutoff=cutoff)
+    return _in_batch(ctx, member)
 
 
 def finalize(ctx: PhaseContext) -> dict[str, Any]:
-    """The backend copies the sealed file and cache to a sealed directory; they are checked
-    there (sizes, the sealed file's sha256) before the scratch is removed and the sector
-    may leave Finalize."""
+    """The backend copies the sealed file and cache into a lotus storage path (a sealed
+    directory); they are checked there (sizes, the sealed file's sha256, the cache files
+    lotus proves with) before the scratch is removed and the sector may leave Finalize."""
     sector, what = ctx.sector, f"Finalize of {ctx.sector.id}"
-    sealed_path = sector_dir(roomiest(ctx.slot.sealed_dirs), sector.id)
+    files = sector_files(roomiest(ctx.slot.sealed_dirs), sector.miner, sector.number)
     temp = Path(sector.temp_path).resolve() if sector.temp_path else None
-    if temp and overlap(temp, sealed_path):
+    if temp and overlap(temp, files.root):
         raise PhaseError(
-            f"{what}: sealed path {sealed_path} overlaps the scratch {temp}: temp and sealed "
+            f"{what}: sealed path {files.root} overlaps the scratch {temp}: temp and sealed "
             "directories must be apart",
             retry=False,
         )
@@ -277,27 +266,30 @@ def finalize(ctx: PhaseContext) -> dict[str, Any]:
             "it would not be removed",
             retry=False,
         )
-    outputs = _copied_before(ctx)
-    if outputs is None:
-        outputs = {**ctx.compute(sealed_path=str(sealed_path)), "sealed_path": str(sealed_path)}
-        check_sealed(sealed_path, outputs, what)
-        ctx.keeper.checkpoint(ctx.outputs(outputs))  # recorded before the scratch goes
+    size = SECTOR_BYTES[ctx.runtime.settings.sector_size]
+    if copied := _copied_before(ctx):
+        files, outputs = copied
+        check_sealed(files, size, outputs, what)
     else:
-        sealed_path = Path(outputs["sealed_path"])
-        check_sealed(sealed_path, outputs, what)
+        declare_store(files.root)
+        paths = {"sealed_path": str(files.sealed), "cache_path": str(files.cache)}
+        outputs = {**ctx.compute(**paths), **paths}
+        check_sealed(files, size, outputs, what)
+        ctx.keeper.checkpoint(ctx.outputs(outputs))  # recorded before the scratch goes
     if temp and temp.exists():
         shutil.rmtree(temp)  # checked: this sector's directory under a temp root
     ctx.runtime.scratch.release(ctx.slot.host, sector.id)
-    return {"sealed_path": str(sealed_path), **ctx.outputs(outputs)}
+    return {"sealed_path": str(files.sealed), **ctx.outputs(outputs)}
 
 
-def _copied_before(ctx: PhaseContext) -> dict[str, Any] | None:
-    """The outputs of an earlier attempt of this Finalize that copied and checked the
-    sealed files under one of the slot's sealed directories, then stopped before
+def _copied_before(ctx: PhaseContext) -> tuple[SectorFiles, dict[str, Any]] | None:
+    """The files and outputs of an earlier attempt of this Finalize that copied and checked
+    the sealed files into one of the slot's sealed directories, then stopped before
     completing (its scratch may be gone already): this attempt only checks them again."""
-    earlier = ctx.sector.outputs.get(S.FINALIZE.value, {})
-    copied = sector_dir_in(earlier.get("sealed_path", ""), ctx.slot.sealed_dirs, ctx.sector.id)
-    return earlier if copied else None
+    sector, earlier = ctx.sector, ctx.sector.outputs.get(S.FINALIZE.value, {})
+    sealed = earlier.get("sealed_path", "")
+    files = find_sector_files(sealed, ctx.slot.sealed_dirs, sector.miner, sector.number)
+    return (files, earlier) if files else None
 
 
 STEPS: dict[SectorState, Callable[[PhaseContext], dict[str, Any]]] = {

@@ -1,5 +1,6 @@
 """Redis-backed sector pool: the record, the state machine and the only writer of state."""
 
+from sealpool.store.history import HistoryPolicy
 from sealpool.store.model import Randomness, Sector, SectorKind, parse_sector_id
 from sealpool.store.pool import KINDS, Claim, HistoryEntry, Lease, SectorStore
 from sealpool.store.states import (
@@ -19,6 +20,7 @@ __all__ = [
     "WORK_PHASES",
     "Claim",
     "HistoryEntry",
+    "HistoryPolicy",
     "Lease",
     "PhaseStatus",
     "Randomness",

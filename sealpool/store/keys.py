@@ -30,6 +30,11 @@ class PoolKeys:
         """The sector's history (a stream)."""
         return f"{self.prefix}:history:{sector_id}"
 
+    @property
+    def history_archive(self) -> str:
+        """Compacted histories of sectors that reached a final state (a stream)."""
+        return f"{self.prefix}:history:archive"
+
     def index(self, state: SectorState | str, kind: str) -> str:
         """Ids in ``state`` of ``kind``, scored by priority then age (a sorted set)."""
         return f"{self.prefix}:state:{SectorState(state).value}:{kind}"

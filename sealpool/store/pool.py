@@ -17,11 +17,13 @@ claim returns None: the phase never runs twice at once.
 
 from __future__ import annotations
 
-import heapq
 import json
+import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import redis
@@ -31,12 +33,16 @@ from sealpool.errors import (
     DealTaken,
     IllegalTransition,
     NotLeader,
+    NumbersExhausted,
     SectorNotFound,
     StaleToken,
 )
+from sealpool.store import history as histories
 from sealpool.store import scripts
+from sealpool.store.bulk import read_hashes
+from sealpool.store.history import HistoryEntry, HistoryPolicy
 from sealpool.store.keys import KINDS, PoolKeys
-from sealpool.store.model import Sector, SectorKind, encode_fields, parse_sector_id
+from sealpool.store.model import Sector, SectorKind, encode_fields, parse_sector_id, record_dict
 from sealpool.store.states import (
     TERMINAL,
     PhaseStatus,
@@ -46,6 +52,7 @@ from sealpool.store.states import (
     status_on_entry,
 )
 
+log = logging.getLogger(__name__)
 DEFAULT_PRIORITY: dict[str, int] = {"deal": 2, "cc": 5}
 _READ_BATCH = 2000
 _FIRST_INDEX_KEY = 7  # state indexes follow the six common keys of a state-changing script
@@ -70,18 +77,6 @@ class Claim(Lease):
     sector: Sector
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One recorded event in a sector's life."""
-
-    at_ms: int
-    actor: str
-    event: str
-    from_state: str
-    to_state: str
-    detail: str
-
-
 class SectorStore:
     """The sector pool: create, read, claim and move sectors, atomically and with history."""
 
@@ -91,13 +86,24 @@ class SectorStore:
         prefix: str = "sealpool",
         lease_s: float = 60.0,
         request_id_ttl_s: int = 7 * 24 * 3600,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        history: HistoryPolicy | None = None,
     ) -> None:
+        """``wait_replicas``: replicas that must have a claim, a renewal, a lease's end, a
+        move or a new sector before it returns (WAIT, up to ``wait_timeout_ms``); 0: none.
+        ``history``: what becomes of a sector's history stream once it is Proving or
+        Aborted."""
         self.client = client
         self.prefix = prefix
         self.keys = PoolKeys(prefix)
         self.lease_s = lease_s
         self.request_id_ttl_s = request_id_ttl_s
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.history_policy = history or HistoryPolicy()
         self._create = client.register_script(scripts.CREATE)
+        self._numbers = client.register_script(scripts.NUMBERS)
         self._start = client.register_script(scripts.START)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
@@ -122,6 +128,7 @@ class SectorStore:
         request_id: str | None = None,
         actor: str = "sealpool",
         leader: str | None = None,
+        numbers: tuple[int, int | None] = (1, None),
     ) -> Sector:
         """Create one Pending sector; a repeated ``request_id`` returns the first one."""
         return self.create_many(
@@ -133,6 +140,7 @@ class SectorStore:
             request_id=request_id,
             actor=actor,
             leader=leader,
+            numbers=numbers,
         )[0]
 
     def create_many(
@@ -146,8 +154,12 @@ class SectorStore:
         request_id: str | None = None,
         actor: str = "sealpool",
         leader: str | None = None,
+        numbers: tuple[int, int | None] = (1, None),
     ) -> list[Sector]:
         """Create ``count`` Pending sectors, idempotent per ``request_id``.
+
+        Their sector numbers are new to the pool, at least ``numbers[0]`` (the floor) and
+        at most ``numbers[1]`` (None: no limit); NumbersExhausted when none are left.
 
         The i-th sector is deduplicated under ``<request_id>/<i>``, so retrying the same
         request after a lost reply creates nothing new and returns the same sectors. Deals
@@ -165,7 +177,7 @@ class SectorStore:
             raise ValueError("deals go into one sector at a time")
         request_id = request_id or uuid.uuid4().hex
         priority = DEFAULT_PRIORITY[kind] if priority is None else priority
-        first = self.client.incrby(self.keys.sequence(miner), count) - count + 1
+        first = self.take_numbers(miner, count, *numbers)
         pipe = self.client.pipeline(transaction=False)
         for index in range(count):
             sector_id = f"{miner}-{first + index}"
@@ -188,8 +200,13 @@ class SectorStore:
                 args=[_request(request)],
                 client=pipe,
             )
+        if self.wait_replicas:
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+        replies = pipe.execute()
+        if self.wait_replicas:
+            self._check_acked(replies.pop())
         ids = []
-        for outcome, detail in pipe.execute():
+        for outcome, detail in replies:
             if not outcome:
                 raise (NotLeader if detail == "not the leader" else DealTaken)(
                     f"no sector created: {detail}"
@@ -203,6 +220,19 @@ class SectorStore:
         """The Redis server's clock (ms): the one clock every stored time comes from."""
         seconds, micros = self.client.time()
         return seconds * 1000 + micros // 1000
+
+    def take_numbers(self, miner: str, count: int, floor: int, last: int | None) -> int:
+        """The first of ``count`` consecutive sector numbers of ``miner``, taken atomically:
+        never given before, at least ``floor``, at most ``last``."""
+        taken, first = self._numbers(
+            keys=[self.keys.sequence(miner)], args=[count, max(floor, 1), last or 0]
+        )
+        if not taken:
+            raise NumbersExhausted(
+                f"miner {miner}: sector numbers up to {last} are used up ({count} asked from "
+                f"{int(first)} on): raise its last_number"
+            )
+        return int(first)
 
     def last_number(self, miner: str) -> int:
         """The highest sector number given to ``miner`` so far (0 before the first)."""
@@ -235,8 +265,10 @@ class SectorStore:
         pipe = self.client.pipeline(transaction=False)
         for each in kinds:
             pipe.zrange(self.keys.index(state, each), 0, stop, withscores=True)
-        merged = heapq.merge(*pipe.execute(), key=lambda member: member[1])
-        ids = [sector_id for sector_id, _score in merged]
+        ranges = [members for members in pipe.execute() if members]
+        if len(ranges) > 1:  # already sorted runs: one C sort merges them
+            ranges = [sorted(chain.from_iterable(ranges), key=itemgetter(1))]
+        ids = [sector_id for members in ranges for sector_id, _score in members]
         return ids if limit is None else ids[:limit]
 
     def list(
@@ -246,6 +278,25 @@ class SectorStore:
         limit: int | None = None,
     ) -> list[Sector]:
         """Sectors in ``state`` (every state when None), read through the state indexes."""
+        return self.get_many(self._listed_ids(state, kind, limit))
+
+    def records(
+        self,
+        state: SectorState | None = None,
+        kind: SectorKind | None = None,
+        limit: int | None = None,
+        chunk: int = _READ_BATCH,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The sectors :meth:`list` gives, as JSON-ready dicts (``model_dump(mode="json")``
+        of each), ``chunk`` at a time: read without validating each record again, for
+        listings of whole states."""
+        keys = [self.keys.sector(sector_id) for sector_id in self._listed_ids(state, kind, limit)]
+        for hashes in read_hashes(self.client, keys, chunk):
+            yield [record_dict(fields) for fields in hashes if fields]
+
+    def _listed_ids(
+        self, state: SectorState | None, kind: SectorKind | None, limit: int | None
+    ) -> list[str]:
         states = tuple(SectorState) if state is None else (state,)
         ids: list[str] = []
         for each in states:
@@ -253,7 +304,7 @@ class SectorStore:
             if remaining == 0:
                 break
             ids.extend(self.ids_in_state(each, kind, remaining))
-        return self.get_many(ids)
+        return ids
 
     def counts(self) -> dict[SectorState, dict[str, int]]:
         """How many sectors each state holds, per kind, from the index sizes alone."""
@@ -267,12 +318,21 @@ class SectorStore:
         return counts
 
     def history(self, sector_id: str) -> list[HistoryEntry]:
-        """Every recorded event of the sector, oldest first."""
-        self.get(sector_id)
-        return [
-            HistoryEntry(int(f["at"]), f["actor"], f["event"], f["from"], f["to"], f["detail"])
-            for _id, f in self.client.xrange(self.keys.history(sector_id))
-        ]
+        """Every recorded event of the sector, oldest first: from the archive once its
+        history was compacted, or, when the archive no longer holds it, a summary of each
+        phase's last completed run."""
+        sector = self.get(sector_id)
+        live = histories.from_stream(self.client.xrange(self.keys.history(sector_id)))
+        archived = (self.client.hget(self.keys.sector(sector_id), "archived") or "").split()
+        if not archived:
+            return live
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in archived:
+            pipe.xrange(self.keys.history_archive, entry_id, entry_id)
+        found = [reply[0][1] for reply in pipe.execute() if reply]
+        if len(found) < len(archived):
+            return histories.from_runs(sector.created_ms, sector.runs) + live
+        return [entry for fields in found for entry in histories.from_archive(fields)] + live
 
     def near_deadline(self, before_epoch: int) -> list[str]:
         """Ids of live sectors whose earliest deadline falls at or before ``before_epoch``."""
@@ -307,8 +367,8 @@ class SectorStore:
             "host": host or "",
             "msg": message or "",
         }
-        token, expires, *record = self._claim(
-            keys=[*self._common_keys(sector_id), self.keys.fence], args=[_request(request)]
+        token, expires, *record = self._replicated(
+            self._claim, [*self._common_keys(sector_id), self.keys.fence], [_request(request)]
         )
         if not token:
             return None
@@ -325,10 +385,9 @@ class SectorStore:
         StaleToken when another claim (or a move) has ended the lease, or it has expired.
         """
         lease_ms = int(1000 * (lease_s or self.lease_s))
-        expires = self._renew(
-            keys=[self.keys.sector(lease.sector_id), self.keys.leases],
-            args=[lease.token, lease_ms, json.dumps(encode_fields(dict(updates or {})))],
-        )
+        keys = [self.keys.sector(lease.sector_id), self.keys.leases]
+        args = [lease.token, lease_ms, json.dumps(encode_fields(dict(updates or {})))]
+        expires = self._replicated(self._renew, keys, args)
         if isinstance(expires, list):
             raise StaleToken(f"{lease.sector_id}: token {lease.token}: {expires[1]}")
         return Lease(lease.sector_id, lease.phase, lease.worker, lease.token, int(expires))
@@ -363,10 +422,11 @@ class SectorStore:
             delay_s=delay_s,
         )
 
-    def release(self, lease: Lease, reason: str = "handed back") -> Sector:
-        """Give the phase back unfinished (worker shutting down): it is queued again.
-        Returns the record as the move left it."""
-        return self._finish(lease, lease.phase, event="release", detail=reason)
+    def release(self, lease: Lease, reason: str = "handed back", delay_s: float = 0.0) -> Sector:
+        """Give the phase back unfinished (worker shutting down, or a sector parked in a
+        batch): it is queued again, its message due in ``delay_s``. Returns the record as
+        the move left it."""
+        return self._finish(lease, lease.phase, event="release", detail=reason, delay_s=delay_s)
 
     def take_over(
         self,
@@ -394,14 +454,18 @@ class SectorStore:
 
     # -- moves by the supervisor and operators -------------------------------------------
 
-    def start(self, sector_id: str, *, actor: str, leader: str | None = None) -> Sector:
-        """Move a Pending sector into AddPiece, queued: the one way into the pipeline.
+    def start(
+        self, sector_id: str, *, actor: str, leader: str | None = None, host: str | None = None
+    ) -> Sector:
+        """Move a Pending sector into AddPiece, queued: the one way into the pipeline; with
+        ``host``, bound to that host (its AddPiece sent there).
 
         IllegalTransition when it was started already; with ``leader`` (the leading
         supervisor's ``"<token> <name>"``), NotLeader once the caller no longer leads.
         """
+        updates = {"host": host} if host else None
         request = self._move_request(
-            {SectorState.PENDING}, SectorState.ADD_PIECE, actor, "start", "", None, record=True
+            {SectorState.PENDING}, SectorState.ADD_PIECE, actor, "start", "", updates, record=True
         )
         request["leader"] = leader
         outcome = self._transition(
@@ -540,7 +604,7 @@ class SectorStore:
         request = self._move_request(
             {lease.phase}, target, lease.worker, event, detail, updates, delay_s, record=True
         )
-        request.update(token=str(lease.token), phase=lease.phase.value)
+        request.update(token=str(lease.token), phase=lease.phase.value, run=event == "complete")
         outcome = self._transition(self._finish_lua, lease.sector_id, request)
         if outcome is None:
             raise StaleToken(
@@ -572,6 +636,7 @@ class SectorStore:
             "fields": encode_fields(dict(updates or {})),
             "delay_ms": max(0, int(delay_s * 1000)),
             "record": record,
+            **self.history_policy.request(target),
         }
 
     def _transition(
@@ -586,10 +651,11 @@ class SectorStore:
             SectorState(request["target"])
         ]
         index_keys, request["index"] = self._index_keys(states)
-        moved, reason, current = script(
-            keys=[*self._common_keys(sector_id), *index_keys, *extra_keys],
-            args=[_request(request)],
-        )
+        keys = [*self._common_keys(sector_id), *index_keys]
+        if request.get("compact") == "archive":
+            keys.append(self.keys.history_archive)
+            request["archive"] = len(keys)
+        moved, reason, current = self._replicated(script, [*keys, *extra_keys], [_request(request)])
         if moved:
             return current
         if reason == "stale token":
@@ -601,6 +667,28 @@ class SectorStore:
         if reason == "not the leader":
             raise NotLeader(f"{sector_id}: not moved: the caller no longer leads")
         raise IllegalTransition(f"{sector_id}: illegal transition {current} → {request['target']}")
+
+    def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """``script``'s reply once ``wait_replicas`` replicas have its writes (WAIT counts
+        the writes of its own connection, hence the pipeline)."""
+        if not self.wait_replicas:
+            return script(keys, args)
+        with self.client.pipeline(transaction=False) as pipe:
+            script(keys, args, client=pipe)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            reply, acked = pipe.execute()
+        self._check_acked(acked)
+        return reply
+
+    def _check_acked(self, acked: int) -> None:
+        if acked < self.wait_replicas:
+            log.warning(
+                "%d of %d replicas acknowledged a write within %d ms; it stands on the "
+                "primary alone until they catch up",
+                acked,
+                self.wait_replicas,
+                self.wait_timeout_ms,
+            )
 
     def _index_keys(self, states: Iterable[SectorState]) -> tuple[list[str], dict[str, int]]:
         """The index keys of ``states`` for every kind, and where each sits in KEYS."""

@@ -1,12 +1,14 @@
 """``ScratchLedger``: space reserved on each host's temp paths, so that concurrent sectors
 never overbook a disk.
 
-Why a ledger: a PC1 writes its ~12 sector sizes of layers over hours. Two AddPieces that
-both look at ``df`` at t=0 both see room for one more sector and both pick the same disk;
-at t=3h the second PC1 fails with a full disk. Each reservation therefore happens in one
-script that sees every other reservation on the host: a path's headroom is its free space
-minus what reserved sectors have yet to write (their reservation less what is already on
-disk, measured by the caller), capped by the path's configured capacity.
+Why a ledger: a sector being sealed writes ~16 sector sizes of scratch over hours. Two
+AddPieces that both look at ``df`` at t=0 both see room for one more sector and both pick the
+same disk; at t=3h the second PC1 fails with a full disk. Each reservation therefore happens
+in one script that sees every other reservation on the host: a path's headroom is its free
+space minus what reserved sectors have yet to write (their reservation less what is already
+on disk, measured by the caller), capped by the path's configured capacity.
+
+What one sector reserves is :func:`seal_scratch_bytes`: lotus' per-file-type seal overheads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
+
+# Scratch a sector being sealed takes, per file type, in tenths of the sector size: lotus'
+# FSOverheadSeal (storage/sealer/storiface/filetype.go). The cache holds the 11 SDR layers,
+# tree D (2 sector sizes), tree C and tree R_last: 14.1 sector sizes.
+SEAL_OVERHEAD_TENTHS = {"unsealed": 10, "sealed": 10, "cache": 141}
+
+
+def seal_scratch_bytes(sector_bytes: int) -> int:
+    """Scratch one sector takes while sealed (unsealed + sealed + cache files): 16.1 sector
+    sizes, as lotus reserves."""
+    return sum(SEAL_OVERHEAD_TENTHS.values()) * sector_bytes // 10
+
 
 # RESERVE scratch for a sector on the path with the most headroom.
 # KEYS[1] the host's reservations (hash: sector id → "path\tbytes")

@@ -40,6 +40,40 @@ local function record(actor, event, from, to, detail, at)
   redis.call('XADD', KEYS[2], '*', 'at', at, 'actor', actor, 'event', event,
              'from', from, 'to', to, 'detail', detail)
 end
+-- The leased run of the phase just completed, as 'run.<phase>' = '<claimed, ms after
+-- created> <ms it ran> <worker>': what phase times are measured from once the history is
+-- compacted.
+local function record_run(f, now)
+  local h = redis.call('HMGET', KEYS[1], 'lease_since_ms', 'lease_owner')
+  if not h[1] then return end
+  local since = tonumber(h[1])
+  redis.call('HSET', KEYS[1], 'run.' .. f.state, string.format('%d %d %s',
+             since - tonumber(f.created_ms), now - since, h[2]))
+end
+-- Compact the history of a sector that reached a final state: its stream goes into the
+-- shared archive (req.compact == 'archive': one entry, the events as JSON rows of
+-- {ms after the first, actor, event, from, to, detail}, trimmed after req.archive_ms) or
+-- is dropped. The record keeps its runs, and adds to 'archived' the archive entry's id
+-- ('-' for a dropped stream).
+local function compact(req, f, now)
+  local entries = redis.call('XRANGE', KEYS[2], '-', '+')
+  if #entries == 0 then return end
+  local id = '-'
+  if req.compact == 'archive' then
+    local first = tonumber(entries[1][2][2])
+    local rows = {}
+    for i, entry in ipairs(entries) do
+      local v = entry[2]
+      rows[i] = {tonumber(v[2]) - first, v[4], v[6], v[8], v[10], v[12]}
+    end
+    id = redis.call('XADD', KEYS[req.archive], 'MINID', '~',
+                    string.format('%d', now - req.archive_ms), '*',
+                    'id', f.id, 'at', first, 'events', cjson.encode(rows))
+  end
+  local before = redis.call('HGET', KEYS[1], 'archived')
+  redis.call('HSET', KEYS[1], 'archived', before and (before .. ' ' .. id) or id)
+  redis.call('DEL', KEYS[2])
+end
 local function in_list(list, value)
   for _, each in ipairs(list) do if each == value then return true end end
   return false
@@ -62,7 +96,8 @@ end
 local function transition(req, f, now)
   if not in_list(req.sources, f.state) then return {0, 'illegal transition', f.state} end
   redis.call('ZREM', KEYS[req.index[f.state .. ':' .. f.kind]], f.id)
-  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_token', 'lease_expires_ms')
+  if req.run then record_run(f, now) end
+  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_token', 'lease_expires_ms', 'lease_since_ms')
   redis.call('ZREM', KEYS[3], f.id)
   set_fields(KEYS[1], req.fields)
   redis.call('HSET', KEYS[1], 'state', req.target, 'updated_ms', now)
@@ -82,6 +117,7 @@ local function transition(req, f, now)
     redis.call('ZADD', KEYS[4], h[2], f.id)
   end
   record(req.actor, req.event, f.state, req.target, req.detail or '', now)
+  if req.compact then compact(req, f, now) end
   redis.call('HINCRBY', KEYS[1], 'version', 1)
   if req.record then return {1, '', redis.call('HGETALL', KEYS[1])} end
   return {1, '', {}}
@@ -134,6 +170,18 @@ return {1, req.id}
 """
 )
 
+# NUMBERS: take ARGV[1] sector numbers for one miner, none ever given before: above the
+# miner's counter and at least ARGV[2] (its floor), at most ARGV[3] (0: no limit).
+# KEYS[1] the miner's counter (the last number given).
+# Returns {1, first number taken} or {0, the next number, past the limit}.
+NUMBERS = """
+local count, floor, last = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local given = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), floor - 1)
+if last > 0 and given + count > last then return {0, string.format('%d', given + 1)} end
+redis.call('SET', KEYS[1], string.format('%d', given + count))
+return {1, string.format('%d', given + 1)}
+"""
+
 # START a Pending sector: the only way into AddPiece from Pending, once; with a leader
 # fence, only while the caller leads, and the start time is recorded for the fill rate.
 # KEYS[1..6] the common layout, KEYS[7..] indexes, KEYS[n-1] leader key, KEYS[n] last start
@@ -178,7 +226,8 @@ local now = now_ms()
 local token = redis.call('INCR', KEYS[7])
 local expires = now + tonumber(req.lease_ms)
 redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', req.worker,
-           'lease_token', token, 'lease_expires_ms', expires, 'updated_ms', now)
+           'lease_token', token, 'lease_expires_ms', expires, 'lease_since_ms', now,
+           'updated_ms', now)
 drop_message(f.id)
 local on_host = ''
 if req.host ~= '' then

@@ -20,10 +20,17 @@ def stuck_reason(sector: Sector, consumers: Consumers, host_binding: bool = True
     """Why the queued sector can't be taken now, or None when a live consumer can take it."""
     if sector.status is not PhaseStatus.QUEUED:
         return None
-    phase = sector.state.value
-    if host_binding and sector.state in TEMP_PHASES and sector.host:
-        if (sector.host, phase) not in consumers:
-            return f"no live {phase} worker on {sector.host}"
+    return queue_stuck_reason(sector.state, sector.host, consumers, host_binding)
+
+
+def queue_stuck_reason(
+    state: SectorState, host: str | None, consumers: Consumers, host_binding: bool = True
+) -> str | None:
+    """Why a phase queued in ``state`` (temp data on ``host``) can't be taken now."""
+    phase = state.value
+    if host_binding and state in TEMP_PHASES and host:
+        if (host, phase) not in consumers:
+            return f"no live {phase} worker on {host}"
         return None
     if not any(each == phase for _host, each in consumers):
         return f"no live {phase} worker"

@@ -10,7 +10,8 @@ Each tick of the leading supervisor, in order:
    orphan the precommit and its deposit).
 2. Messages: send what is still in the outbox (a sender crashed between its move and its
    send, or the broker was away), and replace messages that were sent, not claimed, and
-   are nowhere in the broker (a worker took one and died).
+   are nowhere in the broker (a worker took one and died). Batches of precommits and
+   prove-commits are cut, sent and watched, and the members of landed ones moved on.
 3. Deadlines: a sector whose ticket can't last through PC2 and precommit is re-ticketed
    (PC1 redone) or aborted, per ``expired_ticket`` — never once its precommit was sent; one
    whose deadline comes close is raised to the top of its queue.
@@ -29,14 +30,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sealpool.backends import SECTOR_BYTES
 from sealpool.chain.policy import TICKET_PHASES, ticket_work_epochs
-from sealpool.config import EPOCH_SECONDS
+from sealpool.config import EPOCH_SECONDS, MinerConfig
 from sealpool.deals import DealBook
-from sealpool.errors import ChangedMeanwhile, DealTaken, IllegalTransition, NotLeader
+from sealpool.errors import (
+    ChangedMeanwhile,
+    DealTaken,
+    IllegalTransition,
+    NotLeader,
+    NumbersExhausted,
+)
+from sealpool.miners import below_cap, configured, number_range, ranked, sealing_counts
 from sealpool.runtime import Runtime
+from sealpool.sealing_tasks.batched import pump as pump_batches
 from sealpool.sealing_tasks.dispatch import (
     URGENT_PRIORITY,
     deliver_outbox,
@@ -44,11 +54,13 @@ from sealpool.sealing_tasks.dispatch import (
     recover_lost,
     start,
 )
-from sealpool.store import PhaseStatus, Sector, SectorState
+from sealpool.store import PhaseStatus, Sector, SectorKind, SectorState, parse_sector_id
 from sealpool.store.states import RESTART_FROM
 from sealpool.supervisor.leader import LeaderLease
+from sealpool.supervisor.placement import heading_to_pc1, place
 from sealpool.supervisor.ratio import phase_times, suggest
 from sealpool.worker_profiles.slots import (
+    RUNNING,
     SlotReport,
     holder_alive,
     live_slots,
@@ -60,6 +72,7 @@ log = logging.getLogger(__name__)
 S = SectorState
 # After its precommit, a sector in these states still needs temp data on its host.
 NEEDS_SCRATCH_AFTER_PRECOMMIT = (S.COMMIT_1, S.FINALIZE)
+PENDING_SCAN = 64  # Pending sectors looked at for one whose miner is not at its cap
 
 
 @dataclass
@@ -103,6 +116,7 @@ class Supervisor:
         slots = slot_reports(self.store.client, self.store.prefix)
         self.take_over_expired(report)
         self.send_messages(slots, report)
+        pump_batches(self.rt, self.name)
         self.watch_deadlines(report)
         try:
             self.fill(slots, report)
@@ -294,54 +308,81 @@ class Supervisor:
 
     def fill(self, slots: list[SlotReport], report: TickReport) -> None:
         counts = {state: sum(by_kind.values()) for state, by_kind in self.store.counts().items()}
-        pc1 = [s for s in slots if s.phase == S.PRE_COMMIT_1.value and s.state != "lost"]
-        busy_pc1 = sum(1 for s in pc1 if s.state == "busy")
-        heading_to_pc1 = counts[S.ADD_PIECE] + counts[S.PRE_COMMIT_1] - busy_pc1
-        wanted = len(pc1) - busy_pc1 + self.rt.settings.lookahead - heading_to_pc1
-        for _ in range(min(wanted, self._starts_allowed(slots))):
+        pc1 = [s.state for s in slots if s.phase == S.PRE_COMMIT_1.value]
+        free_pc1 = pc1.count("idle")  # paused, draining and lost slots take no new sector
+        running_pc1 = sum(state in RUNNING for state in pc1)
+        heading_to_pc1 = counts[S.ADD_PIECE] + counts[S.PRE_COMMIT_1] - running_pc1
+        wanted = free_pc1 + self.rt.settings.lookahead - heading_to_pc1
+        starts = min(wanted, self._starts_allowed(slots))
+        heading = self._heading_by_host() if starts > 0 else Counter[str]()
+        for _ in range(starts):
             sector = self._next_sector()
             if sector is None:
                 break
+            host = place(slots, heading) if self.rt.settings.host_binding else None
             try:
-                start(self.store, sector.id, actor=self.name, leader=self.lease.fence)
+                start(self.store, sector.id, actor=self.name, leader=self.lease.fence, host=host)
             except IllegalTransition:  # another supervisor started it first
                 continue
+            heading[host or ""] += 1
             report.started.append(sector.id)
 
+    def _heading_by_host(self) -> Counter[str]:
+        ids = [i for state in (S.ADD_PIECE, S.PRE_COMMIT_1) for i in self.store.ids_in_state(state)]
+        return heading_to_pc1(self.store.get_many(ids))
+
     def _next_sector(self) -> Sector | None:
-        """Deal sectors first (Pending ones, then new ones packed from waiting deals), then
-        Pending CC sectors, then a new CC sector if ``cc_fill``."""
+        """Deal sectors first (Pending ones, then new ones packed from waiting deals for the
+        first miner), then Pending CC sectors, then a new CC sector for the miner whose turn
+        it is among those with ``cc_fill`` (see :func:`sealpool.miners.ranked`). A miner at
+        its ``max_sealing`` gets none; a miner whose numbers ran out is skipped."""
         settings = self.rt.settings
-        pending = self.store.ids_in_state(S.PENDING, kind="deal", limit=1)
-        if pending:
-            return self.store.get(pending[0])
-        deals = self.deals.pack(SECTOR_BYTES[settings.sector_size])
+        miners = configured(settings)
+        counts = sealing_counts(self.store, miners)
+        capped = {miner.id for miner in miners if not below_cap(miner, counts)}
+        if pending := self._pending("deal", capped):
+            return pending
+        first = miners[0]
+        deals = [] if first.id in capped else self.deals.pack(SECTOR_BYTES[settings.sector_size])
         if deals:
             ids = sorted(deal.deal_id for deal in deals)
             try:
-                return self.store.create(
-                    settings.miner,
-                    "deal",
-                    deal_ids=ids,
-                    actor=self.name,
-                    request_id="deals:" + ",".join(map(str, ids)),
-                    leader=self.lease.fence,
-                )
+                return self._create(first, "deal", "deals:" + ",".join(map(str, ids)), tuple(ids))
             except DealTaken:  # packed by another sector meanwhile: pack again next tick
                 return None
-        pending = self.store.ids_in_state(S.PENDING, kind="cc", limit=1)
-        if pending:
-            return self.store.get(pending[0])
-        if settings.cc_fill:  # the request id names the pool as read: one sector per view
-            after = self.store.last_number(settings.miner)
-            return self.store.create(
-                settings.miner,
-                "cc",
-                actor=self.name,
-                request_id=f"cc-fill:after:{after}",
-                leader=self.lease.fence,
-            )
+            except NumbersExhausted as exc:
+                log.warning("%s", exc)
+        if pending := self._pending("cc", capped):
+            return pending
+        for miner in ranked(miners, counts, lambda m: _cc_fill(m, settings.cc_fill)):
+            # the request id names the pool as read: one sector per view
+            after = self.store.last_number(miner.id)
+            try:
+                return self._create(miner, "cc", f"cc-fill:{miner.id}:after:{after}")
+            except NumbersExhausted as exc:
+                log.warning("%s", exc)
         return None
+
+    def _pending(self, kind: SectorKind, capped: set[str]) -> Sector | None:
+        """The most urgent Pending sector of ``kind`` whose miner is not at its cap."""
+        for sector_id in self.store.ids_in_state(S.PENDING, kind=kind, limit=PENDING_SCAN):
+            if parse_sector_id(sector_id)[0] not in capped:
+                return self.store.get(sector_id)
+        return None
+
+    def _create(
+        self, miner: MinerConfig, kind: SectorKind, request_id: str, deal_ids: tuple[int, ...] = ()
+    ) -> Sector:
+        """A new sector of ``miner``, numbered above what its actor has allocated."""
+        return self.store.create(
+            miner.id,
+            kind,
+            deal_ids=deal_ids,
+            actor=self.name,
+            request_id=request_id,
+            leader=self.lease.fence,
+            numbers=number_range(miner, self.rt.chain_for(miner.id)),
+        )
 
     def _starts_allowed(self, slots: list[SlotReport]) -> int:
         """Starts this tick may make: one per ``create_interval_s`` of farm time, and, when
@@ -365,4 +406,9 @@ def _precommit_may_be_sent(sector: Sector) -> bool:
     """Whether the sector's precommit message may be on its way (its intent is recorded
     before the push): a new ticket then would orphan it."""
     attempt = sector.outputs.get(S.PRE_COMMITTING.value, {})
-    return "uuid" in attempt or "cid" in attempt
+    return "batch" in attempt or "uuid" in attempt or "cid" in attempt
+
+
+def _cc_fill(miner: MinerConfig, default: bool) -> bool:
+    """Whether ``miner`` gets new CC sectors: its own ``cc_fill``, else the pool's."""
+    return default if miner.cc_fill is None else miner.cc_fill

@@ -1,10 +1,12 @@
-"""What this machine has: usable CPU cores grouped by shared L3 cache, NVIDIA GPUs, disks."""
+"""What this machine has: usable CPU cores grouped by shared L3 cache, NVIDIA GPUs, RAM."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 CPU_SYSFS = Path("/sys/devices/system/cpu")
 
@@ -52,8 +54,11 @@ class Machine:
     cores: frozenset[int]
     groups: list[list[int]] = field(default_factory=list)
     gpus: int | None = None
+    memory: int | None = None  # bytes of RAM; None: unknown, not checked
+    swap: int | None = None
 
     @classmethod
     def here(cls) -> Machine:
         cores = set(os.sched_getaffinity(0))
-        return cls(frozenset(cores), l3_groups(cores), gpu_count())
+        ram, swap = psutil.virtual_memory().total, psutil.swap_memory().total
+        return cls(frozenset(cores), l3_groups(cores), gpu_count(), ram, swap)

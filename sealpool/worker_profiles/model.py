@@ -16,6 +16,7 @@ Example (see docs/examples/ for whole profiles)::
     gpus = [[0]]                       # GPU indices per slot
     env = { FIL_PROOFS_USE_GPU_TREE_BUILDER = "1" }
     processor_timeout_s = 7200        # this phase's processor timeout (the setting's otherwise)
+    memory = "20GiB"                   # RAM per slot (lotus' figure for the sector size otherwise)
 
     [[gpu_groups]]                     # these phases never run on these GPUs at once
     phases = ["PreCommit2", "Commit2"]
@@ -50,9 +51,9 @@ _PHASE_NAMES = {
 
 def parse_size(value: int | str) -> int:
     """Bytes in ``value``: an integer, or a string such as ``"2TiB"`` or ``"500 GB"``."""
-    if isinstance(value, int):
+    if isinstance(value, int) and value >= 0:
         return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
     if not match or match[2].upper() not in _UNITS:
         raise ValueError(f"{value!r} is not a size such as 500GiB or 2TB")
     return int(float(match[1]) * _UNITS[match[2].upper()])
@@ -67,6 +68,10 @@ def parse_phase(name: str) -> SectorState:
     return phase
 
 
+def _optional_size(value: int | str | None) -> int | None:
+    return None if value is None else parse_size(value)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,10 +82,7 @@ class StoragePath(_Strict):
     path: Path
     capacity: int | None = Field(default=None, description="Most bytes to use (e.g. '2TiB').")
 
-    @field_validator("capacity", mode="before")
-    @classmethod
-    def _size(cls, value: int | str | None) -> int | None:
-        return None if value is None else parse_size(value)
+    _size = field_validator("capacity", mode="before")(_optional_size)
 
 
 class Storage(_Strict):
@@ -105,6 +107,16 @@ class PhaseSlots(_Strict):
         description="Timeout of the external processor in this phase; wins over the "
         "processor_timeout_s setting for it.",
     )
+    memory: int | None = Field(
+        default=None, description="RAM each slot needs (e.g. '64GiB'); lotus' figure otherwise."
+    )
+    shared_memory: int | None = Field(
+        default=None,
+        description="RAM the phase needs once on the host, whatever its slots (Commit2's "
+        "parameters); lotus' figure otherwise.",
+    )
+
+    _sizes = field_validator("memory", "shared_memory", mode="before")(_optional_size)
 
     @model_validator(mode="after")
     def _one_entry_per_slot(self) -> PhaseSlots:
@@ -139,6 +151,11 @@ class Profile(_Strict):
     storage: Storage
     phases: dict[str, PhaseSlots] = Field(min_length=1)
     gpu_groups: list[GpuGroup] = Field(default_factory=list)
+    memory_reserve: int = Field(
+        default=4 << 30, description="RAM kept for the OS and the worker processes."
+    )
+
+    _reserve = field_validator("memory_reserve", mode="before")(parse_size)
 
     @field_validator("phases")
     @classmethod

@@ -14,6 +14,7 @@ from sealpool.paths import overlap
 from sealpool.routing import QUEUE_NAMES
 from sealpool.storage import format_bytes, scratch_bytes, sealed_bytes
 from sealpool.worker_profiles.machine import Machine
+from sealpool.worker_profiles.memory import MemoryPlan, memory_plan
 from sealpool.worker_profiles.model import PhaseSlots, Profile
 
 
@@ -47,6 +48,7 @@ class Plan:
     backend: str
     slots: list[SlotPlan] = field(default_factory=list)
     storage: list[PathPlan] = field(default_factory=list)
+    memory: MemoryPlan = field(default_factory=MemoryPlan)
     errors: list[str] = field(default_factory=list)
 
     def slots_for(self, phase: str) -> list[SlotPlan]:
@@ -64,6 +66,7 @@ def plan_profile(profile: Profile, source: Path, machine: Machine | None = None)
             resolver.phase(phase.value, slots)
     resolver.auto_cores()
     resolver.storage()
+    resolver.memory()
     resolver.apart()
     resolver.processor()
     return plan
@@ -169,6 +172,26 @@ class _Resolver:
                         f"{entry.path} has {format_bytes(room)} for sealpool, one sector "
                         f"needs {format_bytes(needs[role])}",
                     )
+
+    def memory(self) -> None:
+        """Refuse slots whose memory, with the reserve, is more than this machine's RAM."""
+        memory = memory_plan(self.profile, self.machine.memory, self.machine.swap)
+        self.plan.memory = memory
+        if memory.ram is None or memory.need <= memory.ram:
+            return
+        ranked = sorted(memory.phases, key=lambda each: each.total, reverse=True)
+        parts = [
+            f"{each.phase} {each.slots} × {format_bytes(each.per_slot)}"
+            + (f" + {format_bytes(each.shared)} shared" if each.shared else "")
+            for each in ranked
+            if each.total
+        ]
+        parts.append(f"{format_bytes(memory.reserve)} reserve")
+        self.error(
+            f"phases.{ranked[0].phase}.memory",
+            f"the slots need {format_bytes(memory.need)} of RAM ({', '.join(parts)}) but this "
+            f"machine has {format_bytes(memory.ram)}: it would swap",
+        )
 
     def apart(self) -> None:
         """Refuse sealed paths that are, contain or lie inside a temp path (resolved):

@@ -5,10 +5,12 @@ Every slot of a ``sealpool worker`` process is registered in Redis and heartbeat
 heartbeats, so a host that stops heartbeating shows as lost. Each beat also stamps
 ``<pool>:consumers`` (field ``host|phase``) and ``<pool>:hosts`` (field ``host``), which
 :func:`live_consumers` and :func:`lost_hosts` read. Busy intervals are kept for an hour to
-give each slot's busy share. GPUs shared by exclusive phases are guarded by Redis locks that
-the heartbeat keeps alive (and that expire if the process dies). One process at a time owns
-a phase's slots on a host (:class:`SlotOwner`). Every time stored or compared is the Redis
-server's (:class:`ServerClock`), so hosts with skewed clocks agree.
+give each slot's busy share. A slot of a phase paused on its host (``<pool>:paused``, see
+sealpool.worker_control) shows as paused, or draining while its last phase runs. GPUs
+shared by exclusive phases are guarded by Redis locks that the heartbeat keeps alive (and
+that expire if the process dies). One process at a time owns a phase's slots on a host
+(:class:`SlotOwner`). Every time stored or compared is the Redis server's
+(:class:`ServerClock`), so hosts with skewed clocks agree.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class SlotKeys:
         self.registry = f"{pool}:slots"
         self.consumers = f"{pool}:consumers"
         self.hosts = f"{pool}:hosts"
+        self.paused = f"{pool}:paused"
 
     @staticmethod
     def slot_id(host: str, phase: str, index: int) -> str:
@@ -398,6 +401,13 @@ class SlotPool:
             self._renew_locks()
 
 
+# Slot states: taking work (idle, busy), paused (idle, not taking work), draining (running
+# its last phase, then paused), lost (no heartbeat).
+CONSUMING = frozenset({"idle", "busy"})
+RUNNING = frozenset({"busy", "draining"})
+PAUSED_STATES = {"idle": "paused", "busy": "draining"}
+
+
 @dataclass(frozen=True)
 class SlotReport:
     """One registered slot as ``sealpool workers`` shows it."""
@@ -414,19 +424,21 @@ class SlotReport:
 
 
 def live_slots(reports: Sequence[SlotReport]) -> dict[str, int]:
-    """How many slots of each phase are registered and not lost."""
+    """How many slots of each phase take work (idle or busy: not paused, draining or lost)."""
     counts: dict[str, int] = {}
     for report in reports:
-        if report.state != "lost":
+        if report.state in CONSUMING:
             counts[report.phase] = counts.get(report.phase, 0) + 1
     return counts
 
 
 def slot_reports(client: redis.Redis, pool: str) -> list[SlotReport]:
-    """Every registered slot: idle, busy or lost (no heartbeat), with its busy share."""
+    """Every registered slot: idle, busy, paused, draining or lost (no heartbeat), with its
+    busy share."""
     keys = SlotKeys(pool)
     now = server_ms(client)
     registry = client.hgetall(keys.registry)
+    paused = client.hgetall(keys.paused)
     ids = sorted(registry, key=lambda s: (s.split("|")[0], s.split("|")[1], int(s.split("|")[2])))
     pipe = client.pipeline(transaction=False)
     for slot_id in ids:
@@ -443,8 +455,11 @@ def slot_reports(client: redis.Redis, pool: str) -> list[SlotReport]:
         if state.get("state") == "busy" and since:
             spans.append((since, now))
         window_start = max(now - HOUR_MS, info["registered_ms"])
+        shown = state.get("state", "lost")
+        if f"{host}|{phase}" in paused:
+            shown = PAUSED_STATES.get(shown, shown)
         reports.append(SlotReport(
-            host=host, phase=phase, index=int(index), state=state.get("state", "lost"),
+            host=host, phase=phase, index=int(index), state=shown,
             sector=state.get("sector") or None, since_ms=since or None,
             busy_share=_busy_share(spans, window_start, now),
             cores=info["cores"], gpus=info["gpus"],
