@@ -1,10 +1,13 @@
-"""Farm throughput against the bottleneck bound: sealpool beside a naive Celery set-up.
+"""Farm throughput against the bottleneck bound: sealpool beside its ablation.
 
 A time-scaled farm on real Celery worker processes: two PC1 hosts (4 PC1, 1 PC2 slot each)
 and a GPU host (2 C2 slots and the chain phases) — 8 PC1, 2 PC2, 2 C2 slots in all. The same
-burst of sectors runs through sealpool's set-up and through Celery's defaults (prefetch 4, no
-host queues, no priorities; benchmarks/naive_app.py), each in a process of its own. The naive
-farm's hosts share one temp directory (as over NFS), since its temp phases move between them.
+burst of sectors runs through sealpool's set-up and through its ablation — sealpool minus
+locality and priority: Celery's defaults (prefetch 4, no host queues, no priorities;
+benchmarks/ablation_app.py) — each in a process of its own. The ablation farm's hosts share
+one temp directory (as over NFS), since its temp phases move between them. Every phase takes
+its time exactly and every sector starts at once, so both sit near the bound: the scenario
+where scheduling matters, with a plain-Celery baseline, is benchmarks/scenario_bench.py.
 
 Run: ``python3 benchmarks/farm_bench.py [--sectors 48] [--time-scale 1000] [--json]``.
 """
@@ -26,6 +29,7 @@ from rich.table import Table
 
 from sealpool.backends import SECTOR_BYTES
 from sealpool.deals import sector_per_deal
+from sealpool.demo import DEMO_BATCHING, messages_per_sector
 from sealpool.store import SectorState, SectorStore
 
 from _server import benchmark_pythonpath, benchmark_redis
@@ -46,9 +50,9 @@ def slots_per_phase() -> dict[str, int]:
 
 def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
     """Seal ``sectors`` on the farm in ``mode`` (this process); the measured figures."""
-    if mode == "naive":
+    if mode == "ablation":
         os.environ["SEALPOOL_HOST_BINDING"] = "false"
-        import naive_app  # noqa: F401  (reconfigures the Celery app before first use)
+        import ablation_app  # noqa: F401  (reconfigures the Celery app before first use)
     from sealpool.farm import LocalFarm
     from sealpool.metrics import phase_runs
     from sealpool.runtime import runtime
@@ -57,6 +61,7 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
 
     pool = f"farm-{mode}-{uuid.uuid4().hex[:6]}"
     env = {
+        **DEMO_BATCHING,  # batching on, as the demo's
         "SEALPOOL_TIME_SCALE": str(time_scale),
         "SEALPOOL_TICKET_CONFIDENCE": "10",
         "SEALPOOL_HOST_BINDING": "true" if mode == "sealpool" else "false",
@@ -72,8 +77,8 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
             Path(root),
             host_slots=HOSTS,
             env=env,
-            app_module="sealpool.app" if mode == "sealpool" else "naive_app",
-            shared_temp=mode == "naive",  # its temp phases move between hosts
+            app_module="sealpool.app" if mode == "sealpool" else "ablation_app",
+            shared_temp=mode == "ablation",  # its temp phases move between hosts
         )
         with farm:
             farm.wait_ready()
@@ -127,6 +132,9 @@ def run_mode(mode: str, sectors: int, time_scale: float) -> dict[str, float]:
         "cc_mean_latency_s": sum(latency["cc"]) / max(1, len(latency["cc"])),
         "cross_host_bytes_sim": sum(cross),
         "sectors_reading_across_hosts": sum(1 for b in cross if b),
+        "messages_per_sector": messages_per_sector(
+            rt.chain, sum(s.state is S.PROVING for s in done)
+        ),
     }
 
 
@@ -140,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sectors", type=int, default=48)
     parser.add_argument("--time-scale", type=float, default=1000.0)
-    parser.add_argument("--mode", choices=["sealpool", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["sealpool", "ablation"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     waves = 2 * slots_per_phase()["PreCommit1"]
@@ -151,7 +159,7 @@ def main() -> None:
         return
     results = {}
     with benchmark_redis() as url:
-        for mode in ("sealpool", "naive"):
+        for mode in ("sealpool", "ablation"):
             child = subprocess.run(
                 [sys.executable, __file__, "--mode", mode, "--sectors", str(options.sectors),
                  "--time-scale", str(options.time_scale)],

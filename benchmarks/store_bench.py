@@ -1,6 +1,6 @@
 """Store benchmark: transitions per second, listing and stats with 100 000 sectors.
 
-Run: ``python3 benchmarks/store_bench.py [--sectors 100000] [--walks 400]``. Uses
+Run: ``python3 benchmarks/store_bench.py [--sectors 100000] [--walks 2000]``. Uses
 SEALPOOL_REDIS_URL when set, else a private embedded server (AOF on, everysec fsync).
 """
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stdout
+from unittest.mock import patch
 
 import redis
-from click.testing import CliRunner
 from rich.console import Console
 from rich.progress import track
 
@@ -54,6 +56,8 @@ def _client_window(url: str, prefix: str, walks: int, window_s: float, barrier, 
         if time.time() > end:
             break
         done += 1
+    else:  # every sector walked before the window ended: the figure would be capped
+        done = -1
     results.put(done)
 
 
@@ -67,10 +71,12 @@ def transitions_per_second(url: str, clients: int, walks: int, window_s: float) 
     workers = [spawn.Process(target=_client_window, args=args) for _ in range(clients)]
     for worker in workers:
         worker.start()
-    done = sum(results.get(timeout=600) for _ in workers)
+    done = [results.get(timeout=600) for _ in workers]
     for worker in workers:
         worker.join()
-    return done / window_s
+    if -1 in done:
+        raise SystemExit(f"--walks {walks}: a client ran out of sectors within the window")
+    return sum(done) / window_s
 
 
 def bytes_per_proving_sector(client: redis.Redis, count: int) -> tuple[float, float]:
@@ -99,19 +105,23 @@ def timed(runs: int, call) -> float:
 
 
 def cli_seconds(url: str, prefix: str, *args: str) -> float:
+    """Median seconds of three runs of ``sealpool <args>`` in this process (no interpreter
+    start), its output written to /dev/null as a redirected command's is (click's
+    CliRunner would hold all of it in memory)."""
     env = {"SEALPOOL_REDIS_URL": url, "SEALPOOL_KEY_PREFIX": prefix}
-    runner = CliRunner()
 
     def invoke() -> None:
-        result = runner.invoke(cli, list(args), env=env)
-        assert result.exit_code == 0, result.output
+        with open(os.devnull, "w") as sink, patch.dict(os.environ, env), redirect_stdout(sink):
+            cli.main(list(args), standalone_mode=False)
 
     return timed(3, invoke)
 
 
 def supervisor_tick_seconds(url: str, prefix: str) -> tuple[float, float]:
-    """A leader's tick over the filled pool (10 PC1 slots registered): the first, which also
-    scans for lost messages (once per half lost_message_s), and the median of the others."""
+    """A leader's tick over the filled pool (10 PC1 slots registered; with every in-flight
+    sector heading for PC1 it starts none): the first, which also scans for lost
+    messages (once per half lost_message_s) and raises the sectors near a deadline, and the
+    median of the next 20 (each reads those sectors again and finds them raised)."""
     from sealpool.config import load_settings
     from sealpool.runtime import build_runtime
     from sealpool.supervisor import Supervisor
@@ -135,21 +145,25 @@ GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "transitions_per_s_1_clients": ("≥ 1,000", lambda v: v >= 1000),
     "transitions_per_s_8_clients": ("≥ 1,000", lambda v: v >= 1000),
     "bytes_per_proving_sector": ("≤ 1,500 B", lambda v: v <= 1500),
-    "list_state_90pct_s": ("≤ 0.5 s", lambda v: v <= 0.5),
+    "list_state_s_per_90000": ("≤ 0.5 s", lambda v: v <= 0.5),
     "list_state_records_per_s": ("≥ 200,000", lambda v: v >= 200_000),
     "pool_stats_s": ("≤ 0.01 s", lambda v: v <= 0.01),
     "supervisor_tick_s": ("≤ 0.05 s", lambda v: v <= 0.05),
 }
 
 
-def fill(store: SectorStore, sectors: int, in_flight: int) -> None:
+def fill(store: SectorStore, sectors: int, in_flight: int, near: int) -> None:
     """``sectors`` Pending sectors, ``in_flight`` of them running PreCommit1 under live
-    leases, each with a chain deadline in the deadline index."""
+    leases, each with a chain deadline in the deadline index: ``near`` of them a deadline
+    already within the risk margin (the supervisor looks at those every tick), the others
+    far off. Nothing in it expires during a run: every tick sees the same pool."""
     for _ in track(range(sectors // 5000), "filling the pool", console=PROGRESS):
         store.create_many("f01000", "cc", 5000)
     to_move = store.ids_in_state(SectorState.PENDING, limit=in_flight)
-    deadline = {"deadlines": {"precommit": 10**9}, "deadline_epoch": 10**9}
+    far = {"deadlines": {"precommit": 10**9}, "deadline_epoch": 10**9}
+    soon = {"deadlines": {"prove_commit": 1}, "deadline_epoch": 1}
     for number, sector_id in enumerate(track(to_move, "claiming PreCommit1", console=PROGRESS)):
+        deadline = soon if number < near else far
         store.start(sector_id, actor="bench")
         store.move(sector_id, SectorState.PRE_COMMIT_1, actor="bench", updates=deadline)
         lease = store.claim(sector_id, SectorState.PRE_COMMIT_1, f"bench-host:{number}", 3600)
@@ -159,9 +173,14 @@ def fill(store: SectorStore, sectors: int, in_flight: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sectors", type=int, default=100_000)
-    parser.add_argument("--walks", type=int, default=400, help="sectors each client walks")
+    parser.add_argument(
+        "--walks", type=int, default=2000, help="sectors each client may walk in the window"
+    )
     parser.add_argument("--window", type=float, default=10.0, help="seconds of the 8-client run")
     parser.add_argument("--proving", type=int, default=2000, help="sectors walked to Proving")
+    parser.add_argument(
+        "--near-deadline", type=int, default=100, help="in-flight sectors near a deadline"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     options = parser.parse_args()
     figures: dict[str, float | bool] = {}
@@ -178,12 +197,13 @@ def main() -> None:
         store = SectorStore(client, prefix=prefix)
         memory_before = client.info("memory")["used_memory"]
         in_flight = min(10_000, options.sectors // 10)
-        fill(store, options.sectors, in_flight)
+        fill(store, options.sectors, in_flight, options.near_deadline)
         figures["bytes_per_sector"] = (
             client.info("memory")["used_memory"] - memory_before
         ) / options.sectors
         figures["pool_size"] = options.sectors
         figures["in_flight"] = in_flight
+        figures["near_deadline"] = options.near_deadline
         figures["list_state_10pct_s"] = cli_seconds(
             url, prefix, "sectors", "list", "--state", "PreCommit1", "--limit", "0", "--json"
         )
@@ -193,6 +213,7 @@ def main() -> None:
             url, prefix, "sectors", "list", "--state", "Pending", "--limit", "0", "--json"
         )
         figures["list_state_records_per_s"] = pending / figures["list_state_90pct_s"]
+        figures["list_state_s_per_90000"] = 90_000 / figures["list_state_records_per_s"]
         figures["list_state_default_limit_s"] = cli_seconds(
             url, prefix, "sectors", "list", "--state", "Pending"
         )

@@ -253,6 +253,12 @@ class Settings(BaseSettings):
     max_commit_batch: int = Field(
         default=819, ge=1, le=819, description="Most sectors in one aggregated prove-commit."
     )
+    aggregate_proofs: bool = Field(
+        default=True,
+        description="Aggregate the proofs of a prove-commit batch of min_commit_batch or more "
+        "sectors with the backend (the processor's Aggregate request); off: each sector's own "
+        "proof, at most 30 a message.",
+    )
     commit_batch_wait_s: float = Field(
         default=24 * 3600.0,
         ge=0,

@@ -29,11 +29,9 @@ from sealpool.metrics import PhaseRun, phase_runs
 from sealpool.store import PIPELINE, TERMINAL, SectorState
 from sealpool.supervisor.ratio import DAY_S, phase_times, suggest
 
-DEMO_ENV = {
-    "SEALPOOL_TICKET_CONFIDENCE": "10", "SEALPOOL_RETRY_BACKOFF_S": "5",
-    # a batch gathers the sectors of one wave of PC1 slots (2 farm hours, not lotus' 24)
-    "SEALPOOL_PRECOMMIT_BATCH_WAIT_S": "7200", "SEALPOOL_COMMIT_BATCH_WAIT_S": "7200",
-}  # fmt: skip
+# a batch gathers the sectors of one wave of PC1 slots (2 farm hours, not lotus' 24)
+DEMO_BATCHING = {"SEALPOOL_PRECOMMIT_BATCH_WAIT_S": "7200", "SEALPOOL_COMMIT_BATCH_WAIT_S": "7200"}
+DEMO_ENV = {"SEALPOOL_TICKET_CONFIDENCE": "10", "SEALPOOL_RETRY_BACKOFF_S": "5", **DEMO_BATCHING}
 Progress = Callable[[dict[SectorState, int]], None]
 
 

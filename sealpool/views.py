@@ -14,20 +14,23 @@ from sealpool.config import Settings
 from sealpool.miners import miner_rows
 from sealpool.store import WORK_PHASES, SectorState, SectorStore
 from sealpool.supervisor.ratio import measured_runs, phase_times, suggest
-from sealpool.supervisor.stuck import phases_without_consumers
+from sealpool.supervisor.stuck import phases_paused_everywhere, phases_without_consumers
+from sealpool.worker_control import pauses
 from sealpool.worker_profiles.slots import RUNNING, live_consumers, live_slots, slot_reports
 
 
 def pool_stats(store: SectorStore, settings: Settings) -> dict[str, Any]:
     """Sectors per state and kind, the total, the event counters, and the work phases that
-    hold sectors no live worker runs."""
+    hold sectors no live worker runs or every live one is paused for."""
     counts = store.counts()
     consumers = live_consumers(store.client, store.prefix, 3 * settings.heartbeat_s)
+    paused = pauses(store.client, store.prefix)
     return {
         "states": {state.value: by_kind for state, by_kind in counts.items()},
         "total": sum(sum(by_kind.values()) for by_kind in counts.values()),
         "counters": store.counters(),
         "no_live_worker": phases_without_consumers(counts, consumers, WORK_PHASES),
+        "paused_everywhere": phases_paused_everywhere(counts, consumers, paused, WORK_PHASES),
         "miners": miner_rows(store, settings),
     }
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import redis
 from celery.contrib.testing.worker import start_worker
 
 from sealpool.app import app
 from sealpool.routing import QUEUE_NAMES, host_queues
-from sealpool.store import TERMINAL, Sector, SectorState, SectorStore
+from sealpool.store import TERMINAL, PhaseStatus, Sector, SectorState, SectorStore
+
+from helpers import wait_until
+
+LEASE_ENDS = {"complete", "retry", "fail", "release", "take-over", "restart", "reticket",
+              "abort", "resume"}  # fmt: skip
 
 
 @contextmanager
@@ -54,3 +65,63 @@ def wait_for(
 
 def events(store: SectorStore, sector_id: str, event: str) -> list:
     return [h for h in store.history(sector_id) if h.event == event]
+
+
+def farm_env_vars(times: dict[str, float]) -> dict[str, str]:
+    """Settings of a farm of worker processes whose phases take ``times`` farm seconds."""
+    return {
+        "SEALPOOL_TIME_SCALE": "1000",
+        "SEALPOOL_TICKET_CONFIDENCE": "10",
+        "SEALPOOL_HEARTBEAT_S": "0.3",
+        "SEALPOOL_LEASE_S": "2",
+        "SEALPOOL_LOST_MESSAGE_S": "3",
+        "SEALPOOL_PHASE_SECONDS": json.dumps(times),
+    }
+
+
+@contextmanager
+def supervisor_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A `sealpool supervisor` process with ``env`` over this one's, logging to ``log``;
+    terminated on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sealpool", "supervisor"], env={**os.environ, **env},
+            stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def wait_running(store: SectorStore, ids: Iterable[str], state: SectorState) -> None:
+    """Wait (generously: worker processes start first) until one of the sectors runs ``state``."""
+    ids = list(ids)
+    wait_until(
+        lambda: any(
+            (s.state, s.status) == (state, PhaseStatus.RUNNING) for s in store.get_many(ids)
+        ),
+        timeout_s=90,
+        what=f"a sector running {state.value}",
+    )
+
+
+def answers(client: redis.Redis) -> bool:
+    """Whether the Redis server behind ``client`` answers a PING."""
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def assert_never_twice_at_once(store: SectorStore, sector_ids: Iterable[str]) -> None:
+    """From history: every claim of a phase follows the end of the previous one's lease."""
+    for sector_id in sector_ids:
+        open_claim = None
+        for entry in store.history(sector_id):
+            if entry.event == "claim":
+                assert open_claim is None, (sector_id, open_claim, entry)
+                open_claim = entry
+            elif entry.event in LEASE_ENDS:
+                open_claim = None

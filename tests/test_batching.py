@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
 
+from sealpool.backends import ExternalBackend
 from sealpool.chain import SimChain
 from sealpool.chain.batching import BatchBook, Member, activation_entry, precommit_entry
 from sealpool.chain.commitments import SEALED, commitment_cid
 from sealpool.chain.messages import Activation, PreCommit, decode_prove_commits
-from sealpool.chain.policy import expiration, seed_epoch
+from sealpool.chain.policy import SEAL_PROOF, expiration, seed_epoch
 from sealpool.chain.sim import DEPOSIT, PLEDGE, sim_aggregate, sim_proof
 from sealpool.config import Settings
 from sealpool.errors import ChainError
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
-from sealpool.store import SectorState
+from sealpool.sealing_tasks.batched import PoolView, aggregator_of
+from sealpool.store import PIPELINE, Randomness, SectorState, SectorStore
 
 from farm_helpers import wait_for, worker
 from helpers import wait_until
 
 S = SectorState
+PROCESSOR = [sys.executable, str(Path(__file__).parents[1] / "docs/examples/processor.py")]
 SCALE = 3000  # an epoch is 10 ms
 
 
@@ -36,18 +41,24 @@ def _chain(client: redis.Redis, prefix: str) -> SimChain:
     return SimChain(client, prefix, time_scale=SCALE, start_epoch=10_000)
 
 
-def _precommit_member(chain: SimChain, number: int, ticket_epoch: int | None = None) -> Member:
+def _precommit_member(
+    chain: SimChain, number: int, ticket_epoch: int | None = None, seal_proof: int = 8
+) -> Member:
     head = chain.head()
     ticket = head - 900 if ticket_epoch is None else ticket_epoch
     comm_r = commitment_cid(SEALED, hashlib.sha256(f"r{number}".encode()).digest())
-    precommit = PreCommit(8, number, comm_r, ticket, expiration(head, ticket))
+    precommit = PreCommit(seal_proof, number, comm_r, ticket, expiration(head, ticket))
     return Member(f"f01000-{number}", "precommit", "f01000", precommit_entry(precommit),
                   DEPOSIT, cutoff=ticket + 3780)  # fmt: skip
 
 
+def _aggregate(_miner: str, activations: list[Activation]) -> bytes:
+    return sim_aggregate([activation.proof for activation in activations])
+
+
 def _pump_until(book: BatchBook, chain: SimChain, done: object, aggregate: bool = True) -> None:
     def pumped() -> bool:
-        book.pump(lambda _miner: chain, sim_aggregate if aggregate else None)
+        book.pump(lambda _miner: chain, _aggregate if aggregate else None)
         return bool(done())  # type: ignore[operator]
 
     wait_until(pumped, 30)
@@ -197,6 +208,26 @@ def test_prove_commit_aggregates_from_four_sectors(
     assert len(activations) == count and (aggregate is not None) is aggregated
 
 
+def test_prove_commit_carries_the_example_processors_aggregate(
+    client: redis.Redis, prefix: str
+) -> None:
+    """The processor's Aggregate request makes the proof the (strict) chain verifies."""
+    chain = _chain(client, prefix)
+    book = BatchBook(client, prefix, _settings(precommit_batch_wait_s=0, commit_batch_wait_s=0))
+    ids = _proven_members(chain, book, [1, 2, 3, 4])
+    aggregate = aggregator_of(ExternalBackend(PROCESSOR), 8)
+
+    def pumped() -> bool:
+        book.pump(lambda _miner: chain, aggregate)
+        return _landed(book, ids)
+
+    wait_until(pumped, 30)
+    assert {book.member(i).outcome for i in ids} == {"landed"}  # type: ignore[union-attr]
+    assert set(chain.proven()) == {1, 2, 3, 4} and chain.messages_sent() == {28: 1, 34: 1}
+    commit = next(b for b in book.batches() if b.kind == "commit")
+    assert commit.reason == "method 34, 4 sectors"
+
+
 def test_failed_precommit_reticketed_sends_a_new_message(
     farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,3 +254,91 @@ def test_failed_precommit_reticketed_sends_a_new_message(
     assert done.ticket is not None and done.ticket.epoch != failed.ticket.epoch  # type: ignore[union-attr]
     assert chain.messages_sent()[28] == 2  # the refused precommit, then a new one
     assert done.outputs["PreCommitting"]["cid"] != failed.outputs["PreCommitting"]["failed"]
+
+
+def _walk(store: SectorStore, sector_id: str, target: SectorState, ticket: int) -> None:
+    """Move a sector along the pipeline to ``target``, its ticket of epoch ``ticket``."""
+    state = store.get(sector_id).state
+    while state is not target:
+        state = PIPELINE[PIPELINE.index(state) + 1]
+        updates = {"ticket": Randomness(epoch=ticket, value="11" * 32)}
+        store.move(sector_id, state, actor="test", updates=updates)
+
+
+def _pool_batch(prefix: str, wait_s: float = 24 * 3600) -> tuple[BatchBook, SimChain, PoolView]:
+    """A precommit book of long waits on the farm's pool, its sim chain and the pool's view."""
+    rt = runtime(prefix)
+    assert isinstance(rt.chain, SimChain)
+    book = BatchBook(rt.store.client, prefix, _settings(precommit_batch_wait_s=wait_s))
+    return book, rt.chain, PoolView(rt)
+
+
+def _enrolled(prefix: str, book: BatchBook, chain: SimChain, count: int) -> list[Member]:
+    """``count`` sectors in PreCommitting, enrolled in one batch."""
+    rt = runtime(prefix)
+    store, head, seal_proof = rt.store, chain.head(), SEAL_PROOF[rt.settings.sector_size]
+    members = []
+    for sector in store.create_many("f01000", "cc", count):
+        member = _precommit_member(chain, sector.number, seal_proof=seal_proof)
+        _walk(store, sector.id, S.PRE_COMMITTING, member.entry["ticket_epoch"])
+        members.append(book.enroll(replace(member, sector_id=sector.id), head))
+    return members
+
+
+def test_batch_waits_while_a_sector_is_in_precommit2(farm_env: Path, prefix: str) -> None:
+    book, chain, pool = _pool_batch(prefix)
+    (member,) = _enrolled(prefix, book, chain, 1)
+    (upstream,) = runtime(prefix).store.create_many("f01000", "cc", 1)
+    _walk(runtime(prefix).store, upstream.id, S.PRE_COMMIT_2, 1)
+    book.pump(lambda _m: chain, None, pool)
+    assert book.batch(member.batch).state == "open"  # type: ignore[union-attr]
+    assert chain.messages_sent() == {}
+
+
+def test_batch_with_nothing_upstream_is_cut_at_once(farm_env: Path, prefix: str) -> None:
+    book, chain, pool = _pool_batch(prefix)
+    (member,) = _enrolled(prefix, book, chain, 1)
+    book.pump(lambda _m: chain, None, pool)
+    batch = book.batch(member.batch)
+    assert batch is not None and batch.state == "sent" and batch.cut == "nothing on its way"
+    _pump_until(book, chain, lambda: _landed(book, [member.sector_id]))
+    assert book.member(member.sector_id).outcome == "landed"  # type: ignore[union-attr]
+
+
+def test_batch_is_cut_when_upstream_cannot_arrive_within_its_wait(
+    farm_env: Path, prefix: str
+) -> None:
+    """A sector in PreCommit1 still has a PreCommit2 (900 farm s) to go: a batch waiting
+    600 s more won't see it."""
+    book, chain, pool = _pool_batch(prefix, wait_s=600)
+    (member,) = _enrolled(prefix, book, chain, 1)
+    (upstream,) = runtime(prefix).store.create_many("f01000", "cc", 1)
+    _walk(runtime(prefix).store, upstream.id, S.PRE_COMMIT_1, 1)
+    book.pump(lambda _m: chain, None, pool)
+    batch = book.batch(member.batch)
+    assert batch is not None and batch.state == "sent"
+    assert batch.cut.startswith("nothing on its way before epoch")
+
+
+def test_members_gone_from_their_phase_or_reticketed_are_dropped_at_cut(
+    farm_env: Path, prefix: str
+) -> None:
+    book, chain, pool = _pool_batch(prefix)
+    store = runtime(prefix).store
+    kept, aborted, reticketed = _enrolled(prefix, book, chain, 3)
+    store.move(aborted.sector_id, S.ABORTED, actor="test")
+    # failed, re-ticketed and back in PreCommitting before the batch was cut
+    store.move(reticketed.sector_id, S.FAILED, actor="test")
+    store.move(reticketed.sector_id, S.PRE_COMMIT_1, actor="test", updates={"ticket": None})
+    _walk(store, reticketed.sector_id, S.PRE_COMMITTING, chain.head() - 10)
+    book.pump(lambda _m: chain, None, pool)
+    batch = book.batch(kept.batch)
+    assert batch is not None and batch.state == "sent", batch
+    assert batch.members == [kept.sector_id] and batch.value == DEPOSIT
+    assert f"{aborted.sector_id}: now Aborted" in batch.cut
+    assert f"{reticketed.sector_id}: re-ticketed since it enrolled" in batch.cut
+    assert book.member(aborted.sector_id) is None and book.member(reticketed.sector_id) is None
+    _pump_until(book, chain, lambda: _landed(book, [kept.sector_id]))
+    assert book.member(kept.sector_id).outcome == "landed"  # type: ignore[union-attr]
+    numbers = [store.get(m.sector_id).number for m in (kept, aborted, reticketed)]
+    assert [chain.precommit_epoch(n) is not None for n in numbers] == [True, False, False]

@@ -16,6 +16,7 @@ from sealpool.farm import LocalFarm
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
 from sealpool.store import PhaseStatus, SectorState, SectorStore
+from sealpool.supervisor.stuck import phases_paused_everywhere, queue_stuck_reason
 from sealpool.supervisor.tick import Supervisor
 from sealpool.worker_profiles.slots import server_ms, slot_reports
 
@@ -23,7 +24,9 @@ from farm_helpers import events, wait_for
 from helpers import wait_until
 
 S = SectorState
-PC1_S = 4000  # farm seconds: 4 s of wall time at the farm's time scale
+# farm seconds: 12 s of wall time at the farm's time scale, time enough for a loaded machine
+# to answer `workers drain` while the first sector's PC1 still runs
+PC1_S = 12_000
 
 
 def farm_of(prefix: str, root: Path, hosts: list[str], slots: dict[SectorState, int]) -> LocalFarm:
@@ -78,6 +81,7 @@ def test_drain_finishes_the_running_phase_and_takes_nothing_new_until_resume(
                 store.get(first.id).state is S.PRE_COMMIT_1
                 and store.get(first.id).status is PhaseStatus.RUNNING
             ),
+            timeout_s=60,
             what="first sector running PC1",
         )
         now = sealpool("workers", "drain", "hostA")
@@ -101,7 +105,10 @@ def test_drain_finishes_the_running_phase_and_takes_nothing_new_until_resume(
         assert sealpool("workers", "resume", "hostA")["answered"] == ["ap@hostA", "pc1@hostA"]
         wait_for(store, [later.id], done=[S.PRE_COMMIT_2], timeout_s=60)
         assert claimed_at(store, later.id, S.ADD_PIECE) >= resumed_ms  # it waited for resume
-        assert states(store, "hostA") == {"AddPiece": "idle", "PreCommit1": "idle"}
+        wait_until(  # the slot's state follows its phase's end by a write
+            lambda: states(store, "hostA") == {"AddPiece": "idle", "PreCommit1": "idle"},
+            what="hostA's slots idle and taking work",
+        )
 
 
 def test_paused_phase_stays_paused_across_a_worker_restart_until_resumed(
@@ -132,9 +139,14 @@ def test_paused_phase_stays_paused_across_a_worker_restart_until_resumed(
             what="AddPiece done, PC1 queued",
         )
         wait_until(lambda: states(store, "hostA")["PreCommit1"] == "paused", what="paused slot")
+        listed = {row["id"]: row.get("stuck") for row in sealpool("sectors", "list")}
+        assert listed[sector.id] == "PreCommit1 paused on hostA"
+        assert sealpool("pool", "stats")["paused_everywhere"] == ["PreCommit1"]
+        assert "paused on every host that runs it: PreCommit1" in shown("pool", "stats")
         resumed_ms = server_ms(store.client)
         resumed = sealpool("workers", "resume", "hostA", "--phase", "PreCommit1")
         assert resumed["answered"] == [pc1] and not resumed["paused"]
+        assert sealpool("pool", "stats")["paused_everywhere"] == []
         wait_for(store, [sector.id], done=[S.PRE_COMMIT_2], timeout_s=60)
         assert claimed_at(store, sector.id, S.PRE_COMMIT_1) >= resumed_ms
         assert consumed(pc1) == {f"{prefix}.pc1", f"{prefix}.pc1@hostA"}
@@ -160,3 +172,17 @@ def test_supervisor_starts_sectors_only_for_pc1_slots_that_take_work(
 
         sealpool("workers", "resume", "hostB", "--phase", "pc1")
         assert len(boss.tick().started) == 2  # hostB's slots count again
+
+
+def test_a_phase_paused_on_every_host_that_runs_it_is_stuck() -> None:
+    live = {("hostA", "Commit2"), ("hostB", "Commit2"), ("hostA", "PreCommit2")}
+    one = {("hostA", "Commit2"), ("hostA", "PreCommit2")}
+    assert queue_stuck_reason(S.COMMIT_2, None, live, paused=one) is None  # hostB takes it
+    assert queue_stuck_reason(S.COMMIT_2, None, live, paused=live) == "Commit2 paused on every host"
+    assert queue_stuck_reason(S.PRE_COMMIT_2, "hostA", live, paused=one) == (
+        "PreCommit2 paused on hostA"  # its temp data is there: no other host will do
+    )
+    counts = {S.COMMIT_2: {"cc": 1}, S.PRE_COMMIT_2: {"cc": 1}, S.COMMIT_1: {"cc": 1}}
+    phases = [S.PRE_COMMIT_2, S.COMMIT_1, S.COMMIT_2]
+    assert phases_paused_everywhere(counts, live, one, phases) == ["PreCommit2"]
+    assert phases_paused_everywhere(counts, live, live, phases) == ["PreCommit2", "Commit2"]

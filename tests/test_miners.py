@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from sealpool.farm import LocalFarm
 from sealpool.metrics import phase_runs
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
-from sealpool.store import SectorState
+from sealpool.store import Sector, SectorState
 from sealpool.supervisor import Supervisor
 from sealpool.worker_profiles.slots import SlotPool
 
@@ -49,6 +52,12 @@ def supervised(farm_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return farm_env
 
 
+@pytest.fixture
+def miners(pc1_slots: SlotPool, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Set the pool's miners, with 8 free PC1 slots registered on hostA."""
+    return partial(with_miners, monkeypatch)
+
+
 def with_miners(monkeypatch: pytest.MonkeyPatch, *miners: dict) -> None:
     monkeypatch.setenv("SEALPOOL_MINERS", json.dumps(list(miners)))
     runtime.cache_clear()
@@ -69,20 +78,15 @@ def test_bitfield_runs_as_statemineralocated_shows_them() -> None:
     assert highest_in(runs, 101, 101) == 101
 
 
-@pytest.mark.usefixtures("pc1_slots")
-def test_shares_split_new_sectors_in_proportion(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with_miners(monkeypatch, {"id": "f01000", "share": 3}, {"id": "f02000"})
+def test_shares_split_new_sectors_in_proportion(prefix: str, miners: Callable[..., None]) -> None:
+    miners({"id": "f01000", "share": 3}, {"id": "f02000"})
     assert Counter(started_miners(prefix)) == {"f01000": 6, "f02000": 2}  # 8 free PC1 slots
 
 
-@pytest.mark.usefixtures("pc1_slots")
 def test_priority_serves_a_miner_first_up_to_its_max_sealing(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
+    prefix: str, miners: Callable[..., None]
 ) -> None:
-    with_miners(
-        monkeypatch,
+    miners(
         {"id": "f01000", "priority": 1},
         {"id": "f02000", "priority": 0, "max_sealing": 3},
         {"id": "f03000", "cc_fill": False},
@@ -94,11 +98,10 @@ def test_priority_serves_a_miner_first_up_to_its_max_sealing(
     assert rt.store.get(pending.id).state is S.ADD_PIECE
 
 
-@pytest.mark.usefixtures("pc1_slots")
 def test_new_numbers_are_above_those_allocated_on_chain(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
+    prefix: str, miners: Callable[..., None]
 ) -> None:
-    with_miners(monkeypatch, {"id": "f01000"}, {"id": "f02000", "cc_fill": False})
+    miners({"id": "f01000"}, {"id": "f02000", "cc_fill": False})
     rt = runtime(prefix)
     rt.chain_for("f01000").allocate(*range(1, 41), 57)  # sealed before sealpool
     rt.chain_for("f02000").allocate(900)  # another actor's numbers don't matter
@@ -109,12 +112,10 @@ def test_new_numbers_are_above_those_allocated_on_chain(
     assert [s["id"] for s in json.loads(out)] == ["f02000-901"]
 
 
-@pytest.mark.usefixtures("pc1_slots")
 def test_a_reserved_range_is_respected_and_its_end_refused(
-    prefix: str, monkeypatch: pytest.MonkeyPatch
+    prefix: str, miners: Callable[..., None]
 ) -> None:
-    with_miners(
-        monkeypatch,
+    miners(
         {"id": "f01000", "first_number": 1000, "last_number": 1004},
         {"id": "f02000", "cc_fill": False},
     )
@@ -186,10 +187,12 @@ def test_two_miners_on_one_host_never_overbook_scratch_or_a_gpu(
     with_miners(monkeypatch, {"id": "f01000"}, {"id": "f02000"})
     store = runtime(prefix).store
     sectors = store.create_many("f01000", "cc", 3) + store.create_many("f02000", "cc", 3)
-    times = {"AddPiece": 100, "PreCommit1": 300, "PreCommit2": 200, "Commit1": 20,
+    # PC2 (4 s wall) outlasts the seed wait (156 epochs of 30 s: 2.3 s wall), so one sector's
+    # C2 is claimed while the other's PC2 holds GPU 0
+    times = {"AddPiece": 100, "PreCommit1": 300, "PreCommit2": 8000, "Commit1": 20,
              "Commit2": 200, "Finalize": 50, "PreCommitting": 30, "Committing": 30}  # fmt: skip
     env = {
-        "SEALPOOL_TIME_SCALE": "1000", "SEALPOOL_TICKET_CONFIDENCE": "10",
+        "SEALPOOL_TIME_SCALE": "2000", "SEALPOOL_TICKET_CONFIDENCE": "10",
         "SEALPOOL_HEARTBEAT_S": "0.5", "SEALPOOL_PHASE_SECONDS": json.dumps(times),
         "SEALPOOL_RETRY_BACKOFF_S": "5", "SEALPOOL_MAX_ATTEMPTS": "30",
         "SEALPOOL_MINERS": json.dumps([{"id": "f01000"}, {"id": "f02000"}]),
@@ -211,6 +214,34 @@ def test_two_miners_on_one_host_never_overbook_scratch_or_a_gpu(
     assert refused  # the ledger, not luck, kept the third sector out
     for phase in ("PreCommit2", "Commit2"):  # one GPU slot each, whichever miner
         assert most_at_once([x for r in runs for x in r if x.phase == phase]) == 1
+    pc2, c2 = ([x for r in runs for x in r if x.phase == p] for p in ("PreCommit2", "Commit2"))
+    # a C2 was claimed while a PC2 ran: only the GPU lock kept the two apart
+    assert any(a.started_ms < b.ended_ms and b.started_ms < a.ended_ms for a in pc2 for b in c2)
+    assert_gpu_never_shared_at_once(done)
     rt = runtime(prefix)
     for miner in ("f01000", "f02000"):  # each proven on its own actor
         assert set(rt.chain_for(miner).proven()) == {1, 2, 3}
+
+
+def assert_gpu_never_shared_at_once(done: list[Sector]) -> None:
+    """No two PC2 or C2 windows of GPU lock holding (as the slot pool recorded them in the
+    phase's outputs, on the Redis server's clock) overlap on one GPU of one host, across
+    both miners; and both phases of both miners did hold hostA's GPU 0, so it was shared."""
+    windows: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
+    users: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for sector in done:
+        for phase in ("PreCommit2", "Commit2"):
+            held = sector.outputs[phase]["gpu_held"]
+            assert "lost" not in held, f"{phase} of {sector.id} lost its GPU lock"
+            start, end = held["ms"]
+            assert start <= end
+            for lock in held["locks"]:
+                gpu = (held["host"], lock)
+                windows.setdefault(gpu, []).append((start, end, f"{phase} of {sector.id}"))
+                users.setdefault(gpu, set()).add((phase, sector.miner))
+    assert set(windows) == {("hostA", "gpu-0")}
+    every = {(p, m) for p in ("PreCommit2", "Commit2") for m in ("f01000", "f02000")}
+    assert users["hostA", "gpu-0"] == every
+    shared = sorted(windows["hostA", "gpu-0"])
+    for (_, end, who), (start, _, after) in pairwise(shared):
+        assert end <= start, f"{who} held GPU 0 of hostA until {end}, {after} from {start}"

@@ -29,42 +29,24 @@ from sealpool.errors import ConfigError, InvalidSectorId, PhaseError, ServerErro
 from sealpool.farm import LocalFarm
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
-from sealpool.store import PhaseStatus, SectorState, parse_sector_id
+from sealpool.store import SectorState, parse_sector_id
 from sealpool.supervisor import Supervisor
 from sealpool.worker_profiles.model import load_profile
 
-from farm_helpers import events, wait_for, worker
+from farm_helpers import (
+    answers,
+    assert_never_twice_at_once,
+    events,
+    farm_env_vars,
+    supervisor_process,
+    wait_for,
+    wait_running,
+    worker,
+)
 from helpers import wait_until
 
 S = SectorState
-LEASE_ENDS = {"complete", "retry", "fail", "release", "take-over", "restart", "reticket",
-              "abort", "resume"}  # fmt: skip
-
-
-def assert_never_twice_at_once(store, sector_ids) -> None:
-    """From history: every claim of a phase follows the end of the previous one's lease."""
-    for sector_id in sector_ids:
-        open_claim = None
-        for entry in store.history(sector_id):
-            if entry.event == "claim":
-                assert open_claim is None, (sector_id, open_claim, entry)
-                open_claim = entry
-            elif entry.event in LEASE_ENDS:
-                open_claim = None
-
-
 # -- chaos and durability (real worker processes) ----------------------------------------
-
-
-def farm_env_vars(times: dict[str, float]) -> dict[str, str]:
-    return {
-        "SEALPOOL_TIME_SCALE": "1000",
-        "SEALPOOL_TICKET_CONFIDENCE": "10",
-        "SEALPOOL_HEARTBEAT_S": "0.3",
-        "SEALPOOL_LEASE_S": "2",
-        "SEALPOOL_LOST_MESSAGE_S": "3",
-        "SEALPOOL_PHASE_SECONDS": json.dumps(times),
-    }
 
 
 class Supervisors:
@@ -180,7 +162,7 @@ class PrivateRedis:
                 str(self.root), "--appendonly", "yes", "--save", ""]  # fmt: skip
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
-        wait_until(lambda: _answers(client), what="redis-server up")
+        wait_until(lambda: answers(client), what="redis-server up")
 
     def kill(self) -> None:
         """kill -9: no shutdown, no last AOF flush."""
@@ -203,13 +185,6 @@ class PrivateRedis:
             self.process.wait()
 
 
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["embedded", "redis-server"])
 def test_a_redis_outage_mid_phase_loses_nothing_and_needs_no_hand(
@@ -226,35 +201,25 @@ def test_a_redis_outage_mid_phase_loses_nothing_and_needs_no_hand(
     runtime.cache_clear()  # (the test process sends no task: the supervisor process does)
     store = runtime(prefix).store
     sectors = store.create_many("f01000", "cc", 3)
-    log = (farm_env / "supervisor.log").open("wb")
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "sealpool", "supervisor"], env={**os.environ, **env},
-        stdout=log, stderr=log,
-    )  # fmt: skip
+    ids = [s.id for s in sectors]
     try:
-        with LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env):
+        with (
+            supervisor_process(env, farm_env / "supervisor.log") as supervisor,
+            LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env),
+        ):
             # the supervisor starts the Pending sectors; the outage hits a running PC1
-            wait_until(
-                lambda: any(
-                    (s.state, s.status) == (S.PRE_COMMIT_1, PhaseStatus.RUNNING)
-                    for s in store.get_many(s.id for s in sectors)
-                ),
-                timeout_s=90,
-                what="a sector running PreCommit1",
-            )
+            wait_running(store, ids, S.PRE_COMMIT_1)
             before = {s.id: s.version for s in store.list()}
             backing.kill()
             time.sleep(20)  # the outage itself: 20 s without store or broker
             backing.start()
             after = {s.id: s.version for s in store.list()}
             assert all(after[i] >= version for i, version in before.items())  # nothing lost
-            done = wait_for(store, [s.id for s in sectors], timeout_s=180)
+            done = wait_for(store, ids, timeout_s=180)
             assert supervisor.poll() is None, "the supervisor exited during the outage"
         assert [s.state for s in done] == [S.PROVING] * 3
-        assert_never_twice_at_once(store, [s.id for s in sectors])
+        assert_never_twice_at_once(store, ids)
     finally:
-        supervisor.terminate()
-        supervisor.wait(30)
         backing.stop()
     assert "Redis unavailable" in (farm_env / "supervisor.log").read_text()
 

@@ -1,34 +1,45 @@
-"""A recorded lotus JSON-RPC conversation, replayed: RpcChain must send exactly the recorded
-requests (method, params with sealpool's CBOR, token) and read lotus' documented replies."""
+"""Recorded lotus JSON-RPC conversations, replayed: RpcChain must send exactly the recorded
+requests (method, params with sealpool's CBOR, token) and read lotus' documented replies.
+One takes a sector through precommit and prove-commit; one sends a batch of precommits."""
 
 from __future__ import annotations
 
 import base64
 import json
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
+import redis
 
 from sealpool.chain import RpcChain
-from sealpool.chain.commitments import SEALED, parse_commitment
+from sealpool.chain.batching import BatchBook, Member, precommit_entry
+from sealpool.chain.commitments import SEALED, commitment_cid, parse_commitment
 from sealpool.chain.messages import (
     PRE_COMMIT_SECTOR_BATCH2,
     PROVE_COMMIT_SECTORS3,
     Activation,
     PreCommit,
+    decode_precommits,
     encode_precommits,
     encode_prove_commits,
 )
 from sealpool.chain.policy import expiration, seed_epoch
+from sealpool.config import Settings
 from sealpool.errors import ChainError
 
-RECORDING = json.loads((Path(__file__).parent / "fixtures/lotus_conversation.json").read_text())
+from helpers import wait_until
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDING = json.loads((FIXTURES / "lotus_conversation.json").read_text())
 SECTOR = RECORDING["sector"]
+BATCH = json.loads((FIXTURES / "lotus_batch_conversation.json").read_text())
 
 
 class RecordedNode(ThreadingHTTPServer):
@@ -69,15 +80,31 @@ class Handler(BaseHTTPRequestHandler):
         """Quiet: the test reports what differed."""
 
 
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """``server`` answering in a thread of its own, until the block ends."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(30)
+
+
 @pytest.fixture
 def node() -> Iterator[RecordedNode]:
     server = RecordedNode(RECORDING["exchanges"], RECORDING["token"])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(30)
+    with serving(server):
+        yield server
+
+
+@pytest.fixture
+def batch_node() -> Iterator[RecordedNode]:
+    server = RecordedNode(BATCH["exchanges"], BATCH["token"])
+    with serving(server):
+        yield server
 
 
 def chain_of(server: RecordedNode, token: str = RECORDING["token"]) -> RpcChain:
@@ -153,3 +180,45 @@ def test_recorded_params_are_the_actor_layouts() -> None:
         False,
     ]
     assert all(message["From"] == "f01002" and message["To"] == "f01000" for message in pushes)
+
+
+def send_batch(
+    chain: RpcChain, client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> BatchBook:
+    """Enroll the recording's sectors in one precommit batch and pump it until it landed
+    (its MsgUuid the recorded one)."""
+    msg_uuid = uuid.UUID(BATCH["msg_uuid"])
+    monkeypatch.setattr("sealpool.chain.batching.uuid.uuid4", lambda: msg_uuid)
+    settings = Settings(precommit_batch_wait_s=0, message_confidence=2)
+    book = BatchBook(client, prefix, settings)
+    ticket_epoch, head = BATCH["ticket_epoch"], BATCH["head"]
+    for number, deposit in zip(BATCH["numbers"], BATCH["deposits"], strict=True):
+        comm_r = commitment_cid(SEALED, bytes([number]) * 32)
+        precommit = PreCommit(8, number, comm_r, ticket_epoch, expiration(head, ticket_epoch))
+        entry = precommit_entry(precommit)
+        book.enroll(Member(f"f01000-{number}", "precommit", "f01000", entry, deposit, 0), head)
+
+    def landed() -> bool:
+        book.pump(lambda _miner: chain, None)
+        return all(book.member(f"f01000-{n}").outcome for n in BATCH["numbers"])  # type: ignore[union-attr]
+
+    wait_until(landed, 30)
+    return book
+
+
+def test_a_batch_of_three_precommits_is_one_push_of_their_summed_deposit(
+    batch_node: RecordedNode, client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = send_batch(chain_of(batch_node, BATCH["token"]), client, prefix, monkeypatch)
+    assert batch_node.differences == [] and batch_node.exchanges == []
+    requests = [exchange["request"] for exchange in BATCH["exchanges"]]
+    pushes = [r["params"] for r in requests if r["method"] == "Filecoin.MpoolPushMessage"]
+    assert len(pushes) == 1
+    ((message, spec),) = pushes
+    assert message["Method"] == PRE_COMMIT_SECTOR_BATCH2 and message["From"] == "f01002"
+    assert message["Value"] == str(sum(BATCH["deposits"]))
+    assert spec["MsgUuid"] == BATCH["msg_uuid"]
+    precommits = decode_precommits(base64.b64decode(message["Params"]))
+    assert [p.number for p in precommits] == BATCH["numbers"]
+    members = [book.member(f"f01000-{n}") for n in BATCH["numbers"]]
+    assert {(m.outcome, m.cid) for m in members if m} == {("landed", BATCH["landed_cid"])}

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
-from test_reliability import assert_never_twice_at_once, farm_env_vars
 
 from sealpool import server
 from sealpool.config import load_settings
@@ -18,9 +15,16 @@ from sealpool.connection import connect
 from sealpool.errors import ConfigError, RedisUnavailable
 from sealpool.farm import LocalFarm
 from sealpool.runtime import runtime
-from sealpool.store import PhaseStatus, SectorState, SectorStore
+from sealpool.store import SectorState, SectorStore
 
-from farm_helpers import wait_for
+from farm_helpers import (
+    answers,
+    assert_never_twice_at_once,
+    farm_env_vars,
+    supervisor_process,
+    wait_for,
+    wait_running,
+)
 from helpers import wait_until
 
 S = SectorState
@@ -110,14 +114,7 @@ class SentinelGroup:
         log = (self.root / f"{name}.log").open("wb")
         self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=log)
         client = self.client(name)
-        wait_until(lambda: _answers(client), timeout_s=30, what=f"{name} up")
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
+        wait_until(lambda: answers(client), timeout_s=30, what=f"{name} up")
 
 
 def versions_once_readable(store: SectorStore, ids: list[str]) -> dict[str, int]:
@@ -155,38 +152,25 @@ def test_a_sentinel_failover_mid_run_loses_nothing_and_runs_no_phase_twice(
         assert store.wait_replicas == 1  # the default with a sentinel:// URL
         sectors = store.create_many("f01000", "cc", 4)
         ids = [sector.id for sector in sectors]
-        log = (farm_env / "supervisor.log").open("wb")
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "sealpool", "supervisor"], env={**os.environ, **env},
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            with LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env):
-                wait_until(
-                    lambda: any(
-                        (s.state, s.status) == (S.PRE_COMMIT_1, PhaseStatus.RUNNING)
-                        for s in store.get_many(ids)
-                    ),
-                    timeout_s=90,
-                    what="a sector running PreCommit1",
-                )
-                primary = group.client("primary")
-                waits = primary.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
-                before = {s.id: s.version for s in store.get_many(ids)}
-                replica_port = group.ports["replica"]
-                group.kill("primary")
-                wait_until(
-                    lambda: group.primary_ports() == {replica_port},
-                    timeout_s=60,
-                    what="the sentinels promoted the replica",
-                )
-                after = versions_once_readable(store, ids)  # read from the new primary
-                assert all(after[i] >= version for i, version in before.items())  # none lost
-                done = wait_for(store, ids, timeout_s=240)
-                assert supervisor.poll() is None, "the supervisor exited during the failover"
-        finally:
-            supervisor.terminate()
-            supervisor.wait(30)
+        with (
+            supervisor_process(env, farm_env / "supervisor.log") as supervisor,
+            LocalFarm(prefix, ["hostA"], farm_env / "farm", env=env),
+        ):
+            wait_running(store, ids, S.PRE_COMMIT_1)
+            primary = group.client("primary")
+            waits = primary.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+            before = {s.id: s.version for s in store.get_many(ids)}
+            replica_port = group.ports["replica"]
+            group.kill("primary")
+            wait_until(
+                lambda: group.primary_ports() == {replica_port},
+                timeout_s=60,
+                what="the sentinels promoted the replica",
+            )
+            after = versions_once_readable(store, ids)  # read from the new primary
+            assert all(after[i] >= version for i, version in before.items())  # none lost
+            done = wait_for(store, ids, timeout_s=240)
+            assert supervisor.poll() is None, "the supervisor exited during the failover"
         assert [s.state for s in done] == [S.PROVING] * len(ids)
         assert waits > 0  # claims and completions waited for the replica
         assert_never_twice_at_once(store, ids)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -99,6 +101,57 @@ def test_the_archive_forgets_after_its_days(store: SectorStore) -> None:
     assert brief.history(second.id)[0].event == "create"
 
 
+def listed(store: SectorStore, *args: Any, **options: Any) -> list[dict[str, Any]]:
+    """The records of a listing, parsed."""
+    return [json.loads(raw) for chunk in store.listing(*args, **options) for raw in chunk]
+
+
+def test_every_change_keeps_the_listed_json_equal_to_the_record(store: SectorStore) -> None:
+    def same(sector_id: str) -> None:
+        assert listed(store, store.get(sector_id).state) == [
+            s.model_dump(mode="json") for s in store.list(store.get(sector_id).state)
+        ]
+
+    sector = store.create("f01000", "cc")
+    same(sector.id)
+    sector = store.start(sector.id, actor="test", host="host/a")
+    same(sector.id)
+    ready = store.client.get(store.keys.listing(sector.id))  # a live sector's JSON is kept
+    assert ready is not None and '"host":"host/a"' in ready  # '/' as Python writes it
+    assert store.message_sent(sector, "sent")
+    same(sector.id)
+    assert store.message_held(sector.id, store.get(sector.id).msg_id or "", "host/a|ap")
+    same(sector.id)
+    assert store.reissue(sector.id, store.get(sector.id).msg_id or "", 5.0, "lost")
+    same(sector.id)
+    assert store.prioritize(sector.id, 1, "test", "urgent")
+    same(sector.id)
+    lease = store.claim(sector.id, S.ADD_PIECE, "host/a:1-1")
+    assert lease is not None
+    same(sector.id)
+    store.renew(lease, updates={"temp_path": "/t/a b", "last_error": r'q" \ / ü'})
+    same(sector.id)
+    store.fail(lease, "disk", retry=True)
+    same(sector.id)
+    lease = store.claim(sector.id, S.ADD_PIECE, "host/a:1-1", lease_s=0.05)
+    assert lease is not None
+    taken = store.take_over(store.get(sector.id), S.ADD_PIECE, actor="sup", detail="lost")
+    deadline = time.monotonic() + 30  # the lease runs out on the server's clock
+    while taken is None and time.monotonic() < deadline:
+        taken = store.take_over(store.get(sector.id), S.ADD_PIECE, actor="sup", detail="lost")
+    assert taken is not None
+    same(sector.id)
+    lease = store.claim(sector.id, S.ADD_PIECE, "host/a:1-1")
+    assert lease is not None
+    store.complete(lease, updates={"outputs": {"AddPiece": {"cid": "baga/1"}}})
+    same(sector.id)
+    store.move(sector.id, S.FAILED, actor="test", detail="bad")
+    assert not store.client.exists(store.keys.listing(sector.id))  # terminal: hash only
+    same(sector.id)
+    store.move(sector.id, S.PRE_COMMIT_1, actor="test")
+    same(sector.id)
+
+
 def test_bulk_records_equal_the_validated_records(store: SectorStore) -> None:
     sectors = [walk(store, until=S.PRE_COMMIT_2) for _ in range(3)] + [walk(store)]
     store.move(
@@ -117,11 +170,10 @@ def test_bulk_records_equal_the_validated_records(store: SectorStore) -> None:
     for state in (*SectorState, None):
         for kind in ("cc", "deal", None):
             validated = [s.model_dump(mode="json") for s in store.list(state, kind)]
-            bulk = [r for chunk in store.records(state, kind, chunk=2) for r in chunk]
-            assert bulk == validated, (state, kind)
-    assert [r["id"] for c in store.records(None, None, limit=3) for r in c] == [
-        s.id for s in store.list(None, None, limit=3)
-    ]
+            assert listed(store, state, kind, chunk=2) == validated, (state, kind)
+    assert [r["id"] for r in listed(store, limit=3)] == [s.id for s in store.list(limit=3)]
+    mine = store.create_many("f02000", "cc", 2)
+    assert [r["id"] for r in listed(store, S.PENDING, miner="f02000")] == [s.id for s in mine]
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -142,7 +194,7 @@ def test_streamed_json_listing_equals_the_validated_listing(store: SectorStore) 
 
 def test_a_bulk_read_stopped_midway_leaves_the_client_usable(store: SectorStore) -> None:
     store.create_many("f01000", "cc", 30)
-    chunks = store.records(S.PENDING, chunk=10)
+    chunks = store.listing(S.PENDING, chunk=10)
     assert len(next(chunks)) == 10
     chunks.close()
     assert len(store.list(S.PENDING)) == 30

@@ -9,20 +9,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner
 from rich.console import Console
+from test_chain import _precommit
 
+from sealpool.chain import SimChain
+from sealpool.chain.batching import BatchBook, Member, precommit_entry
+from sealpool.chain.sim import DEPOSIT
 from sealpool.cli import cli
 from sealpool.cli.demo import _summary
 from sealpool.cli.render import SHORT_NAMES, duration, table
+from sealpool.config import Settings
 from sealpool.demo import DemoResult
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
-from sealpool.store import WORK_PHASES
+from sealpool.store import WORK_PHASES, SectorState
 from sealpool.worker_profiles.plan import SlotPlan
 from sealpool.worker_profiles.slots import SlotPool
 
 from farm_helpers import wait_for, worker
+from helpers import place, wait_until
 
 WIDTH = 80
 # A long value shortened on purpose says so: "<start>… (<length> chars)".
@@ -126,6 +133,48 @@ def test_pool_stats_and_deals_list() -> None:
     assert raw("deals", "list")[0]["piece_size"] == 16 * 2**30  # type: ignore[index]
 
 
+def test_pool_stats_shows_every_miner_and_stuck_phases(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    miners = [
+        {"id": "f01234567", "share": 3, "max_sealing": 1000, "priority": 2},
+        {"id": "f07654321", "first_number": 9_000_000, "last_number": 9_999_999},
+    ]
+    monkeypatch.setenv("SEALPOOL_MINERS", json.dumps(miners))
+    added = CliRunner().invoke(cli, ["sectors", "add", "--kind", "cc", "--miner", "f07654321"])
+    assert added.exit_code == 0, added.output
+    out = at_80("pool", "stats")
+    assert "f01234567" in out and "f07654321" in out and "9000000" in out
+    place(runtime(cli_env).store, SectorState.PRE_COMMIT_1)  # and no worker runs PC1
+    assert "stuck: no live worker runs PreCommit1" in " ".join(at_80("pool", "stats").split())
+    rows = raw("pool", "stats")["miners"]  # type: ignore[index]
+    assert [r["numbers_up_to"] for r in rows] == [None, 9_999_999]
+
+
+def precommit_member(chain: SimChain) -> Member:
+    """Sector f01000-1's precommit, ready to enroll in a batch."""
+    precommit = _precommit(chain, 1)
+    entry = precommit_entry(precommit)
+    return Member("f01000-1", "precommit", "f01000", entry, DEPOSIT, precommit.ticket_epoch + 3780)
+
+
+def test_batches_show_a_cid_in_full(client: redis.Redis, prefix: str, cli_env: str) -> None:
+    settings = Settings(time_scale=3000, message_confidence=2, precommit_batch_wait_s=0)
+    chain = SimChain(client, prefix, time_scale=3000, start_epoch=10_000)
+    book = BatchBook(client, prefix, settings)
+    member = book.enroll(precommit_member(chain), chain.head())
+
+    def landed() -> bool:
+        book.pump(lambda _miner: chain, None)
+        return (book.member(member.sector_id) or member).outcome == "landed"
+
+    wait_until(landed, timeout_s=60, what="the batch landed")
+    out = at_80("batches")
+    (batch,) = raw("batches")  # type: ignore[misc]
+    assert batch["cid"] and column(out, "cid", "why") == batch["cid"]  # folded, never cut
+    assert "landed" in out and member.sector_id not in out  # a count of sectors, not their ids
+
+
 def test_profile_check_humanizes_sizes(tmp_path: Path, cli_env: str) -> None:
     for name in ("scratch", "sealed"):
         (tmp_path / name).mkdir()
@@ -139,8 +188,10 @@ def test_profile_check_humanizes_sizes(tmp_path: Path, cli_env: str) -> None:
     out = at_80("profile", "check", str(profile))
     assert re.search(r"\d+\.\d [KMGT]iB", out), out
     assert all(re.search(rf"\s{name}\s", out) for name in SHORT_NAMES.values())
+    assert "memory" in out and re.search(r"RAM here\s.*\d+\.\d [KMGT]iB", out), out
     data = raw("profile", "check", str(profile))
     assert isinstance(data, dict) and isinstance(data["storage"][0]["free"], int)
+    assert isinstance(data["memory"]["need"], int)
 
 
 def test_demo_summary_has_a_header_and_fits() -> None:

@@ -30,6 +30,12 @@ bytes}, at least p_aux, t_aux and the sc-02-data-tree-r-last*.dat files lotus pr
 sealpool checks the files there and only then removes temp_path; a mismatch fails the phase
 (tried again), and the sector stays in Finalize.
 
+A prove-commit batch of 4 or more sectors asks once for one SnarkPack aggregate of their
+proofs; it reads {"aggregate": "<hex>"} (an error: the batch asks again later):
+
+    {"phase": "Aggregate", "miner": "f01000", "sectors": [7, 8, 9, 10], "seal_proof": 8,
+     "aggregate_type": "SnarkPackV2", "proofs": ["<hex>", ...]}
+
 PreCommit2 returns CommR (and CommD, for a sector with deals) as CIDs, Commit2 the proof's
 bytes in hex: sealpool builds the chain messages from them. This one writes small stand-in
 files instead of computing proofs (a real one would call rust-fil-proofs), makes proofs that
@@ -48,7 +54,7 @@ import sys
 from pathlib import Path
 
 from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
-from sealpool.chain.sim import sim_proof
+from sealpool.chain.sim import sim_aggregate, sim_proof
 from sealpool.proving_layout import cache_names
 
 
@@ -118,6 +124,10 @@ def seal(request):
 
 def main():
     request = json.load(sys.stdin)
+    if request["phase"] == "Aggregate":  # no sector: the proofs of a prove-commit batch
+        proofs = [bytes.fromhex(proof) for proof in request["proofs"]]
+        json.dump({"aggregate": sim_aggregate(proofs).hex()}, sys.stdout)
+        return
     if os.environ.get("SEALPOOL_EXAMPLE_LOG"):
         with open(os.environ["SEALPOOL_EXAMPLE_LOG"], "a") as log:
             log.write(f"{request['sector_id']} {request['phase']}\n")

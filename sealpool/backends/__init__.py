@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from sealpool.backends.base import SECTOR_BYTES, Backend, PhaseRequest, Slot
+from sealpool.backends.base import (
+    SECTOR_BYTES,
+    AggregateRequest,
+    Backend,
+    GpuHold,
+    PhaseRequest,
+    Slot,
+)
 from sealpool.backends.external import ExternalBackend
 from sealpool.backends.sim import SimBackend
 from sealpool.config import Settings
@@ -19,8 +26,10 @@ def make_backend(settings: Settings) -> Backend:
 
 __all__ = [
     "SECTOR_BYTES",
+    "AggregateRequest",
     "Backend",
     "ExternalBackend",
+    "GpuHold",
     "PhaseRequest",
     "SimBackend",
     "Slot",

@@ -22,6 +22,32 @@ SEALED_OUTPUTS = ("sealed_bytes", "sealed_sha256", "cache_files")  # Finalize's,
 HASH_CHUNK = 1 << 20
 
 
+@dataclass
+class GpuHold:
+    """When a running phase held its slot's exclusive GPU locks (those of its GPU groups).
+
+    Filled in by the slot pool that takes and releases the locks, in milliseconds on the
+    Redis server's clock: ``from_ms`` read once every lock is held, ``to_ms`` read before
+    the first is released, so the window lies inside the time the locks were held and two
+    phases' windows on one lock never overlap. ``lost`` says a lock was lost meanwhile (see
+    ``SlotPool.acquire``): the phase did not have the GPU to itself all along.
+    """
+
+    host: str
+    locks: tuple[str, ...]  # lock names, "gpu-<index>"
+    from_ms: int | None = None
+    to_ms: int | None = None
+    lost: bool = False
+
+    def as_json(self) -> dict[str, Any] | None:
+        """The window as recorded in the phase's outputs (``gpu_held``); None until it
+        closed."""
+        if self.from_ms is None or self.to_ms is None:
+            return None
+        held = {"host": self.host, "locks": list(self.locks), "ms": [self.from_ms, self.to_ms]}
+        return {**held, "lost": True} if self.lost else held
+
+
 @dataclass(frozen=True)
 class Slot:
     """The resources one running phase gets on its host."""
@@ -32,6 +58,7 @@ class Slot:
     cores: tuple[int, ...] | None = None
     gpus: tuple[int, ...] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    gpu_hold: GpuHold | None = field(default=None, compare=False)  # when it has GPU locks
 
 
 @dataclass(frozen=True)
@@ -53,11 +80,35 @@ class PhaseRequest:
     cache_path: str | None = None  # Finalize's: the directory to put the cache files in
 
 
+@dataclass(frozen=True)
+class AggregateRequest:
+    """Proofs of several sectors to fold into one SnarkPack aggregate (sent as JSON to
+    processors, with ``"phase": "Aggregate"`` and the proofs in hex)."""
+
+    miner: str
+    sectors: list[int]  # ascending, as the message lists them
+    seal_proof: int  # RegisteredSealProof
+    proofs: list[bytes]
+    aggregate_type: str = "SnarkPackV2"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "phase": "Aggregate", "miner": self.miner, "sectors": self.sectors,
+            "seal_proof": self.seal_proof, "aggregate_type": self.aggregate_type,
+            "proofs": [proof.hex() for proof in self.proofs],
+        }  # fmt: skip
+
+
 class Backend(Protocol):
-    """Computes one phase of one sector and returns that phase's outputs."""
+    """Computes one phase of one sector and returns that phase's outputs; aggregates the
+    proofs of a prove-commit batch."""
 
     def run(self, request: PhaseRequest, slot: Slot, cancelled: threading.Event) -> dict[str, Any]:
         """Compute the phase; raise PhaseError on failure. Stop early once ``cancelled``."""
+        ...
+
+    def aggregate(self, request: AggregateRequest) -> bytes:
+        """The aggregate proof of ``request.proofs``; PhaseError on failure."""
         ...
 
 

@@ -6,6 +6,14 @@ to fail the phase. It runs pinned to the slot's cores, with ``CUDA_VISIBLE_DEVIC
 the slot's GPUs (empty for a slot without a GPU), in a process group of its own that is
 killed on timeout or when the phase's lease is lost.
 
+Aggregate: for a prove-commit batch the pump asks once for one SnarkPack aggregate of its
+sectors' proofs (:class:`~sealpool.backends.base.AggregateRequest`, unpinned)::
+
+    {"phase": "Aggregate", "miner": "f01000", "sectors": [7, 8, 9, 10], "seal_proof": 8,
+     "aggregate_type": "SnarkPackV2", "proofs": ["<hex>", ...]}
+
+and reads ``{"aggregate": "<hex>"}``; an error makes the batch try again at the next pump.
+
 Outputs are kept in the sector's record and sent with every later request, so they may be
 at most ``MAX_OUTPUT_BYTES`` (64 KiB) of JSON. A larger artefact (a real Commit1 output is
 megabytes) goes to a file in the sector's temp directory (``temp_path``; in Finalize also
@@ -63,7 +71,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sealpool.backends.base import PhaseRequest, Slot, check_file
+from sealpool.backends.base import AggregateRequest, PhaseRequest, Slot, check_file
 from sealpool.errors import PhaseError
 
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
@@ -75,6 +83,7 @@ EXIT_GRACE_S = 2.0  # after the processor exited, for the pipes its descendants 
 REAP_S = 5.0  # for a killed processor to be reaped (one stuck in the kernel is left)
 CHUNK = 1 << 16
 SHA256 = re.compile(r"[0-9a-f]{64}")
+UNPINNED = Slot(host="", temp_dirs=(), sealed_dirs=())  # an Aggregate runs on no slot
 
 
 def slot_argv(argv: Sequence[str], slot: Slot) -> list[str]:
@@ -111,8 +120,27 @@ class ExternalBackend:
         self.passed_env = tuple(passed_env)
 
     def run(self, request: PhaseRequest, slot: Slot, cancelled: threading.Event) -> dict[str, Any]:
-        timeout_s = self.timeouts_s.get(request.phase, DEFAULT_TIMEOUT_S)
         what = f"{request.phase} of {request.sector_id}"
+        outputs = self._ask(dataclasses.asdict(request), slot, cancelled, what)
+        _check_files(request, outputs.get("files", {}), what)
+        return outputs
+
+    def aggregate(self, request: AggregateRequest) -> bytes:
+        """The processor's ``{"aggregate": "<hex>"}`` for an Aggregate request."""
+        what = f"Aggregate of {request.miner} sectors {request.sectors}"
+        outputs = self._ask(request.as_json(), UNPINNED, threading.Event(), what)
+        try:
+            return bytes.fromhex(outputs["aggregate"])
+        except (KeyError, TypeError, ValueError):
+            shown = f"{outputs.get('aggregate')!r:.100}"
+            why = f"{what}: aggregate: not proof bytes in hex: {shown}"
+            raise PhaseError(why, retry=False) from None
+
+    def _ask(
+        self, request: dict[str, Any], slot: Slot, cancelled: threading.Event, what: str
+    ) -> dict[str, Any]:
+        """Run the processor on ``request``: the JSON object it printed, or a PhaseError."""
+        timeout_s = self.timeouts_s.get(request["phase"], DEFAULT_TIMEOUT_S)
         try:
             process = subprocess.Popen(
                 slot_argv(self.argv, slot), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -120,7 +148,7 @@ class ExternalBackend:
             )  # fmt: skip
         except OSError as exc:
             raise PhaseError(f"{what}: cannot start {self.argv[0]}: {exc}", retry=False) from None
-        payload = json.dumps(dataclasses.asdict(request)).encode()
+        payload = json.dumps(request).encode()
         stdout, printed, stderr = _exchange(process, payload, timeout_s, cancelled, what)
         tail = stderr.decode(errors="replace")[-STDERR_TAIL:].strip()
         if process.returncode != 0:
@@ -143,7 +171,6 @@ class ExternalBackend:
             )
         if "error" in outputs:
             raise PhaseError(f"{what}: {outputs['error']}", retry=bool(outputs.get("retry")))
-        _check_files(request, outputs.get("files", {}), what)
         return outputs
 
 

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sealpool.backends.base import PhaseRequest, Slot, file_sha256
+from sealpool.backends.base import AggregateRequest, PhaseRequest, Slot, file_sha256
 from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
-from sealpool.chain.sim import sim_proof
+from sealpool.chain.sim import sim_aggregate, sim_proof
 from sealpool.config import Settings
 from sealpool.errors import PhaseError
 from sealpool.paths import sector_dir_in
@@ -88,6 +88,10 @@ class SimBackend:
             check_scratch(scratch, request.token, f"{request.phase} of {request.sector_id}")
         outputs = getattr(self, f"_{request.phase.lower()}")(request, scratch, slot)
         return {**outputs, "cross_host_bytes": cross_host, "host": slot.host}
+
+    def aggregate(self, request: AggregateRequest) -> bytes:
+        """The sim chain's aggregate of the proofs (:func:`sealpool.chain.sim.sim_aggregate`)."""
+        return sim_aggregate(request.proofs)
 
     def _farm_seconds(self, request: PhaseRequest, slot: Slot) -> float:
         """The phase's time, drawn from the spread and scaled by the host's factor."""

@@ -7,7 +7,11 @@ tick, and a thread of the worker that enrolled) does the rest, under one Redis l
 
 - cut an open batch when it is full, when its wait ran out, or when the earliest member's
   cut-off minus the slack is reached (cut-offs: ticket expiry for a precommit, the
-  prove-commit deadline for a prove-commit);
+  prove-commit deadline for a prove-commit) — lotus' rules — or, knowing the pool
+  (:class:`Pool`), when no sector on its way could join it before then: a batch does not
+  wait out its timer for sectors that don't exist;
+- drop the members that are no longer fit to send (their sector aborted, removed or moved
+  on, or re-ticketed since it enrolled): their sectors enroll anew if they come back;
 - check its value against the available balance: short, it *waits* (the reason says how
   much is needed and how much there is) and is checked again at every pump;
 - record its MsgUuid, then push, then record the CID: a pump that crashed in between pushes
@@ -28,7 +32,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis
 from multiformats import CID
@@ -44,7 +48,7 @@ from sealpool.chain.messages import (
     encode_prove_commits,
 )
 from sealpool.config import EPOCH_SECONDS, Settings
-from sealpool.errors import ChainError
+from sealpool.errors import ChainError, PhaseError
 
 Kind = Literal["precommit", "commit"]
 METHODS: dict[str, int] = {"precommit": PRE_COMMIT_SECTOR_BATCH2, "commit": PROVE_COMMIT_SECTORS3}
@@ -53,7 +57,7 @@ PROOFS_PER_MESSAGE = 30  # 1920-byte proofs under lotus' 64 KiB message cap
 RETRYABLE_EXIT_CODES = frozenset({6, 7, 19})  # funds or gas: the same batch may pass later
 LIVE_STATES = ("open", "waiting", "sending", "sent")
 ATTO = 10**18
-Aggregator = Callable[[list[bytes]], bytes]
+Aggregator = Callable[[str, list[Activation]], bytes]  # miner, activations → aggregate proof
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Batch:
     opened: int  # epoch of its first member
     members: list[str] = field(default_factory=list)
     cutoff: int | None = None  # earliest member cut-off
-    state: str = "open"  # open, waiting (funds), sending, sent, landed, failed
+    state: str = "open"  # open, waiting (funds), sending, sent, landed, failed, dropped
     value: int = 0
     uuid: str | None = None
     cid: str | None = None
@@ -127,6 +131,34 @@ class Rules:
         if batch.cutoff is not None and head >= batch.cutoff - self.slack_epochs:
             return f"cut-off {batch.cutoff} near"
         return None
+
+    def idle(self, batch: Batch, head: int, arrival_s: float | None) -> str | None:
+        """Why ``batch`` is cut when the next sector could join it ``arrival_s`` farm
+        seconds from now at the soonest (None: none is on its way); None while one could
+        join before its wait or its cut-off's slack runs out."""
+        if arrival_s is None:
+            return "nothing on its way"
+        last = batch.opened + self.wait_epochs
+        if batch.cutoff is not None:
+            last = min(last, batch.cutoff - self.slack_epochs)
+        if head + arrival_s / EPOCH_SECONDS >= last:
+            return f"nothing on its way before epoch {last:.0f}"
+        return None
+
+
+class Pool(Protocol):
+    """What the batches know of the pool around them (see
+    :class:`sealpool.sealing_tasks.batched.PoolView`)."""
+
+    def arrival_s(self, kind: Kind, enrolled: int) -> float | None:
+        """Farm seconds until another sector could enroll in a batch of ``kind`` at the
+        soonest, ``enrolled`` sectors being in live batches of that kind already; None when
+        no sector is on its way."""
+        ...
+
+    def stale(self, members: list[Member]) -> dict[str, str]:
+        """The members no longer fit to send, with why: sector id → reason."""
+        ...
 
 
 def fil(atto: int) -> str:
@@ -191,16 +223,26 @@ class BatchBook:
         raws = self.client.hvals(f"{self.key}:members")
         return [m for m in (Member(**json.loads(raw)) for raw in raws) if m.outcome]
 
-    def pump(self, chain_for: Callable[[str], Chain], aggregator: Aggregator | None) -> bool:
+    def pump(
+        self,
+        chain_for: Callable[[str], Chain],
+        aggregator: Aggregator | None,
+        pool: Pool | None = None,
+    ) -> bool:
         """Cut, fund, send and watch every live batch once; False when another process
-        holds the lock (it pumps)."""
+        holds the lock (it pumps). Without ``pool``, lotus' rules alone cut batches and no
+        member is dropped."""
         lock = self.client.lock(f"{self.key}:lock", timeout=60)
         if not lock.acquire(blocking=False):
             return False
         try:
-            for batch_id in sorted(self.client.smembers(f"{self.key}:live")):
-                if batch := self.batch(batch_id):
-                    self._advance(batch, chain_for(batch.miner), aggregator)
+            ids = sorted(self.client.smembers(f"{self.key}:live"))
+            live = [b for b in (self.batch(i) for i in ids) if b is not None]
+            enrolled = {
+                kind: sum(len(b.members) for b in live if b.kind == kind) for kind in METHODS
+            }
+            for batch in live:
+                self._advance(batch, chain_for(batch.miner), aggregator, pool, enrolled)
         finally:
             with contextlib.suppress(redis.exceptions.LockError):  # expired: a later pump goes on
                 lock.release()
@@ -229,18 +271,32 @@ class BatchBook:
         raws = self.client.hmget(f"{self.key}:members", batch.members) if batch.members else []
         return [Member(**json.loads(raw)) for raw in raws if raw]
 
-    def _advance(self, batch: Batch, chain: Chain, aggregator: Aggregator | None) -> None:
+    def _advance(
+        self,
+        batch: Batch,
+        chain: Chain,
+        aggregator: Aggregator | None,
+        pool: Pool | None,
+        enrolled: dict[str, int],
+    ) -> None:
         head = chain.head()
         members = self._members(batch)
         aggregates = aggregator is not None and batch.kind == "commit"
         if batch.state == "open":
-            why = Rules.of(batch.kind, self.settings, aggregates).due(batch, head)
+            rules = Rules.of(batch.kind, self.settings, aggregates)
+            why = rules.due(batch, head)
+            if why is None and pool is not None:
+                why = rules.idle(batch, head, pool.arrival_s(batch.kind, enrolled[batch.kind]))
             if why is None:
                 return
             self.client.hdel(f"{self.key}:open", f"{batch.kind}:{batch.miner}")
             batch.state, batch.cut = "waiting", why
-            batch.value = sum(m.value for m in members)
         if batch.state == "waiting":
+            if pool is not None and (stale := pool.stale(members)):
+                members = self._drop(batch, members, stale)
+                if not members:
+                    return
+            batch.value = sum(m.value for m in members)
             available = chain.available_balance()
             if batch.value > available:
                 batch.reason = f"waiting for funds: need {fil(batch.value)}, have {fil(available)}"
@@ -250,11 +306,11 @@ class BatchBook:
             self._save(batch)  # the intent, before the push
         if batch.state == "sending":
             assert batch.uuid is not None
-            method, params = self._message(batch, members, aggregator)
             try:
+                method, params = self._message(batch, members, aggregator)
                 fee = self.settings.max_message_fee
                 batch.cid = chain.push(method, params, batch.value, batch.uuid, fee)
-            except ChainError as exc:
+            except (ChainError, PhaseError) as exc:
                 batch.reason = f"push failed, trying again: {exc}"
                 self._save(batch)
                 return
@@ -285,6 +341,20 @@ class BatchBook:
         ]  # fmt: skip
         self._save(batch, *settled)
 
+    def _drop(self, batch: Batch, members: list[Member], stale: dict[str, str]) -> list[Member]:
+        """Take the ``stale`` members out of ``batch`` (their records deleted: a sector
+        that comes back enrolls anew); the members kept. A batch left empty is "dropped"."""
+        kept = [m for m in members if m.sector_id not in stale]
+        batch.members = [m.sector_id for m in kept]
+        batch.cutoff = min((m.cutoff for m in kept), default=None)
+        shown = "; ".join(f"{sector_id}: {why}" for sector_id, why in sorted(stale.items()))
+        batch.cut = f"{batch.cut}; dropped {shown}"
+        if not kept:
+            batch.state = "dropped"
+        self.client.hdel(f"{self.key}:members", *stale)
+        self._save(batch)
+        return kept
+
     def _split(self, batch: Batch, members: list[Member], head: int) -> None:
         """Send the failed batch's members again in two halves (new messages)."""
         half = len(members) // 2
@@ -310,7 +380,7 @@ class BatchBook:
         aggregate = None
         threshold = max(MIN_AGGREGATE, self.settings.min_commit_batch)
         if aggregator is not None and threshold <= len(activations) <= MAX_AGGREGATE:
-            aggregate = aggregator([a.proof for a in activations])
+            aggregate = aggregator(batch.miner, activations)
         return PROVE_COMMIT_SECTORS3, encode_prove_commits(activations, aggregate)
 
 

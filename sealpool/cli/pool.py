@@ -40,6 +40,9 @@ def stats(ctx: CliContext, as_json: bool) -> None:
         if data["no_live_worker"]:
             phases = ", ".join(data["no_live_worker"])
             console.print(f"[bold red]stuck:[/] no live worker runs {phases}")
+        if data["paused_everywhere"]:
+            phases = ", ".join(data["paused_everywhere"])
+            console.print(f"[bold red]stuck:[/] paused on every host that runs it: {phases}")
         if data["counters"]:
             console.print(
                 table(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from itertools import islice
 from typing import Any
 
 import click
@@ -38,16 +37,18 @@ def print_json(data: Any) -> None:
     click.echo(pydantic_core.to_json(data, fallback=str))
 
 
-def print_json_array(items: Iterable[Any], chunk: int = 2000) -> None:
-    """Print ``items`` as one line holding a JSON array, written ``chunk`` items at a
-    time as they come (a listing of a whole state is never held at once)."""
-    click.echo(b"[", nl=False)
+def print_json_chunks(chunks: Iterable[list[bytes]]) -> None:
+    """Print one line holding a JSON array of the items' JSON (bytes each), written a
+    chunk at a time as they come (a listing of a whole state is never held at once)."""
+    out = click.get_binary_stream("stdout")
+    out.write(b"[")
     separator = b""
-    iterator = iter(items)
-    while batch := list(islice(iterator, chunk)):
-        click.echo(separator + pydantic_core.to_json(batch, fallback=str)[1:-1], nl=False)
-        separator = b","
-    click.echo(b"]")
+    for chunk in chunks:
+        if chunk:
+            out.write(separator + b",".join(chunk))
+            separator = b","
+    out.write(b"]\n")
+    out.flush()
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

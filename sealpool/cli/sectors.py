@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from functools import partial
-from itertools import islice
 from typing import Any
 
 import click
+import pydantic_core
 from rich.console import Console
 from rich.table import Table
 
@@ -18,7 +19,7 @@ from sealpool.cli.render import (
     duration,
     emit,
     json_option,
-    print_json_array,
+    print_json_chunks,
     short,
     table,
     utc,
@@ -27,12 +28,14 @@ from sealpool.storage import format_bytes
 from sealpool.store import KINDS, WORK_PHASES, PhaseStatus, Sector, SectorState
 from sealpool.supervisor import actions
 from sealpool.supervisor.stuck import Consumers, queue_stuck_reason, stuck_reason
+from sealpool.worker_control import pauses
 from sealpool.worker_profiles.slots import live_consumers
 
 _STATE = click.Choice([state.value for state in SectorState], case_sensitive=False)
 _PHASE = click.Choice([phase.value for phase in WORK_PHASES], case_sensitive=False)
 _KIND = click.Choice(list(KINDS), case_sensitive=False)
 _COLUMNS = ["id", "kind", "state", "status", "prio", "host", "retries", "last error"]
+_QUEUED = b'"status":"queued"'
 # A longer token (a proof) is shown as its start and length; hashes, CIDs, paths in full.
 _LONG = 128
 
@@ -139,17 +142,18 @@ def list_(
         None if miner else limit or None,
     )
     consumers = live_consumers(store.client, store.prefix, 3 * settings.heartbeat_s)
+    paused = set(pauses(store.client, store.prefix))
     if as_json:
-        records = (r for chunk in store.records(*selection) for r in chunk)  # type: ignore[arg-type]
-        if miner:
-            records = (r for r in records if r["miner"] == miner)
-        stuck = partial(_stuck, consumers=consumers, host_binding=settings.host_binding)
-        print_json_array(map(stuck, islice(records, limit or None)))
+        chunks = store.listing(*selection[:2], limit or None, miner)  # type: ignore[arg-type]
+        marked = partial(
+            _stuck_json, consumers=consumers, host_binding=settings.host_binding, paused=paused
+        )
+        print_json_chunks(map(marked, chunks))
         return
     sectors = store.list(*selection)  # type: ignore[arg-type]
     if miner:
         sectors = [s for s in sectors if s.miner == miner][: limit or None]
-    stuck = {s.id: stuck_reason(s, consumers, settings.host_binding) for s in sectors}
+    stuck = {s.id: stuck_reason(s, consumers, settings.host_binding, paused) for s in sectors}
     emit(
         [
             {**s.model_dump(mode="json"), "stuck": stuck[s.id]} if stuck[s.id] else s
@@ -162,11 +166,34 @@ def list_(
     )
 
 
-def _stuck(record: dict[str, Any], consumers: Consumers, host_binding: bool) -> dict[str, Any]:
-    """The record, with why it is stuck when no live worker can take its queued phase."""
+def _stuck_json(
+    chunk: list[bytes], consumers: Consumers, host_binding: bool, paused: Consumers
+) -> list[bytes]:
+    """Listed records' JSON, with why each is stuck when its queued phase can't be taken.
+    Only a queued record is parsed (JSON escapes every quote inside a string, so the
+    status can't be mistaken), and a chunk without one is passed on joined, as one item."""
+    joined = b",".join(chunk)
+    if _QUEUED not in joined:
+        return [joined] if joined else []
+    marked = []
+    for raw in chunk:
+        if _QUEUED in raw:
+            record = json.loads(raw)
+            shown = _stuck(record, consumers, host_binding, paused)
+            raw = raw if shown is record else pydantic_core.to_json(shown)
+        marked.append(raw)
+    return marked
+
+
+def _stuck(
+    record: dict[str, Any], consumers: Consumers, host_binding: bool, paused: Consumers
+) -> dict[str, Any]:
+    """The record, with why it is stuck when no live, unpaused worker can take its queued
+    phase."""
     if record["status"] != PhaseStatus.QUEUED.value:
         return record
-    why = queue_stuck_reason(SectorState(record["state"]), record["host"], consumers, host_binding)
+    state = SectorState(record["state"])
+    why = queue_stuck_reason(state, record["host"], consumers, host_binding, paused)
     return {**record, "stuck": why} if why else record
 
 

@@ -8,6 +8,17 @@ on-chain PreCommitEpoch; Committing → Finalize), and wakes the members of a fa
 their phase records the failure. It runs in the supervisor's tick and in a thread of each
 worker process that enrolled a sector, while batches are live; a Redis lock lets one
 process pump at a time.
+
+The pump tells the batches about the pool (:class:`PoolView`): from the store's state counts,
+when the next sector could enroll at the soonest — a sector in PreCommit2 any moment, one in
+PreCommit1 after a PC2, and so on, by ``phase_seconds`` — so a batch nothing could join
+before its wait runs out is cut at once; and, at cut time, which members' sectors have left
+their phase or were re-ticketed since they enrolled (dropped from the batch). The counts are
+the pool's, all miners together: a batch may wait for another miner's sectors, never less.
+
+Aggregates come from the runtime's backend (:meth:`~sealpool.backends.base.Backend.aggregate`:
+the sim's, or the processor's Aggregate request) unless ``aggregate_proofs`` is off; then
+every prove-commit carries each sector's own proof, at most 30 a message.
 """
 
 from __future__ import annotations
@@ -17,10 +28,10 @@ import threading
 import time
 from typing import Any
 
-from sealpool.chain import Chain, SimChain
-from sealpool.chain.batching import Aggregator, BatchBook, Member
-from sealpool.chain.policy import prove_commit_deadline, seed_epoch
-from sealpool.chain.sim import sim_aggregate
+from sealpool.backends import AggregateRequest, Backend
+from sealpool.chain.batching import Aggregator, BatchBook, Kind, Member
+from sealpool.chain.messages import Activation
+from sealpool.chain.policy import SEAL_PROOF, prove_commit_deadline, seed_epoch
 from sealpool.config import EPOCH_SECONDS
 from sealpool.errors import ChainError, ChangedMeanwhile, IllegalTransition
 from sealpool.runtime import Runtime
@@ -31,6 +42,11 @@ log = logging.getLogger(__name__)
 S = SectorState
 PHASES = {"precommit": S.PRE_COMMITTING, "commit": S.COMMITTING}
 NEXT = {"precommit": S.WAIT_SEED, "commit": S.FINALIZE}
+# the states a sector passes through before it enrolls, in order
+UPSTREAM = {
+    "precommit": (S.ADD_PIECE, S.PRE_COMMIT_1, S.PRE_COMMIT_2),
+    "commit": (S.PRE_COMMITTING, S.WAIT_SEED, S.COMMIT_1, S.COMMIT_2),
+}
 MIN_PARK_S, MAX_PARK_S = 2.0, 600.0  # the safety-net message of a parked phase (wall s)
 MIN_POLL_S = 0.02
 _pumps: dict[int, threading.Thread] = {}
@@ -49,10 +65,69 @@ def book(runtime: Runtime) -> BatchBook:
     return BatchBook(runtime.store.client, runtime.store.prefix, runtime.settings)
 
 
-def aggregator_for(chain: Chain) -> Aggregator | None:
-    """Who makes SnarkPack aggregates: the sim's own; none yet for a real chain (its
-    prove-commits carry each sector's proof)."""
-    return sim_aggregate if isinstance(chain, SimChain) else None
+def aggregator_for(runtime: Runtime) -> Aggregator | None:
+    """The runtime's backend as the maker of SnarkPack aggregates; None (each sector's own
+    proof) when ``aggregate_proofs`` is off."""
+    if not runtime.settings.aggregate_proofs:
+        return None
+    return aggregator_of(runtime.backend, SEAL_PROOF[runtime.settings.sector_size])
+
+
+def aggregator_of(backend: Backend, seal_proof: int) -> Aggregator:
+    """``backend``'s Aggregate, for sectors of ``seal_proof``."""
+
+    def aggregate(miner: str, activations: list[Activation]) -> bytes:
+        sectors, proofs = [a.number for a in activations], [a.proof for a in activations]
+        return backend.aggregate(AggregateRequest(miner, sectors, seal_proof, proofs))
+
+    return aggregate
+
+
+class PoolView:
+    """The pool as one pump sees it: its state counts (read once) and its sectors."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._counts: dict[S, int] | None = None
+
+    def counts(self) -> dict[S, int]:
+        if self._counts is None:
+            by_kind = self.runtime.store.counts()
+            self._counts = {state: sum(kinds.values()) for state, kinds in by_kind.items()}
+        return self._counts
+
+    def arrival_s(self, kind: Kind, enrolled: int) -> float | None:
+        """Farm seconds until the soonest sector on its way could enroll: one in the
+        enrolling phase but in no batch at once, one in an earlier state after the phases
+        between (the seed's delay among them); None when none is on its way."""
+        settings, counts = self.runtime.settings, self.counts()
+        if counts[PHASES[kind]] > enrolled:
+            return 0.0
+        later = 0.0  # farm seconds of the states after the one looked at
+        for state in reversed(UPSTREAM[kind]):
+            if counts[state]:
+                return later
+            if state is S.WAIT_SEED:
+                later += settings.precommit_challenge_delay * EPOCH_SECONDS
+            else:
+                later += settings.phase_seconds.get(state.value, 0.0)
+        return None
+
+    def stale(self, members: list[Member]) -> dict[str, str]:
+        """Members whose sector is gone, left their phase, or changed its ticket."""
+        sectors = self.runtime.store.get_many(m.sector_id for m in members)
+        found = {sector.id: sector for sector in sectors}
+        stale: dict[str, str] = {}
+        for member in members:
+            sector = found.get(member.sector_id)
+            ticket = member.entry.get("ticket_epoch")
+            if sector is None:
+                stale[member.sector_id] = "removed"
+            elif sector.state is not PHASES[member.kind]:
+                stale[member.sector_id] = f"now {sector.state.value}"
+            elif ticket is not None and (sector.ticket is None or sector.ticket.epoch != ticket):
+                stale[member.sector_id] = f"re-ticketed since it enrolled (ticket {ticket})"
+        return stale
 
 
 def landed_updates(runtime: Runtime, sector: Sector, member: Member) -> dict[str, Any]:
@@ -92,7 +167,7 @@ def park_delay_s(runtime: Runtime, kind: str) -> float:
 def pump(runtime: Runtime, actor: str) -> None:
     """Advance every live batch once, then move on the members of settled ones."""
     batches = book(runtime)
-    batches.pump(runtime.chain_for, aggregator_for(runtime.chain))
+    batches.pump(runtime.chain_for, aggregator_for(runtime), PoolView(runtime))
     for member in batches.settled():
         _settle(runtime, batches, member, actor)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from sealpool.backends import Slot
 from sealpool.errors import ChainError, PhaseError, StaleToken
 from sealpool.routing import TEMP_PHASES
 from sealpool.runtime import Runtime
@@ -66,6 +67,7 @@ def run_phase(
         lease, deadline = keeper.lease, keeper.deadline
         if keeper.lost.is_set():  # finished, but after fencing itself: hand back if still ours
             return _hand_back(runtime, lease, keeper.reason)
+    updates = _with_gpu_hold(updates, phase, slot)
     delay_s = _arrival_delay(runtime, phase, updates)
     try:
         done = _until_deadline(
@@ -78,6 +80,18 @@ def run_phase(
     if done.state not in TERMINAL:
         _send(runtime, done, worker)
     return "done"
+
+
+def _with_gpu_hold(updates: dict[str, Any], phase: SectorState, slot: Slot) -> dict[str, Any]:
+    """``updates`` with the window the slot's GPU locks were held in (taken and released by
+    the slot pool, on the server's clock) added to the phase's outputs as ``gpu_held``:
+    when the phase had its shared GPUs to itself. Unchanged for a slot without GPU locks."""
+    held = slot.gpu_hold.as_json() if slot.gpu_hold else None
+    outputs = updates.get("outputs", {})
+    if held is None or phase.value not in outputs:
+        return updates
+    mine = {**outputs[phase.value], "gpu_held": held}
+    return {**updates, "outputs": {**outputs, phase.value: mine}}
 
 
 def _until_deadline(call: Callable[[], T], deadline: float) -> T:

@@ -24,7 +24,16 @@ class PoolKeys:
     def sector(self, sector_id: str) -> str:
         """The sector's record (a hash); the id is validated first."""
         parse_sector_id(sector_id)
+        return self.indexed_sector(sector_id)
+
+    def indexed_sector(self, sector_id: str) -> str:
+        """The record of a sector whose id came from a state index (valid already)."""
         return f"{self.prefix}:sector:{sector_id}"
+
+    def listing(self, sector_id: str) -> str:
+        """The sector's record as JSON, ready for listings (a string; none once the
+        sector is in a terminal state)."""
+        return f"{self.prefix}:listing:{sector_id}"
 
     def history(self, sector_id: str) -> str:
         """The sector's history (a stream)."""

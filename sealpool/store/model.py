@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -99,10 +100,17 @@ class Sector(BaseModel):
         return cls.model_validate(values)
 
 
+@lru_cache(maxsize=4096)
+def _shared_json(raw: str) -> Any:
+    """``json.loads`` of a stored JSON field, the same (read-only) object for the same text:
+    most records repeat a few values (``[]``, ``{}``) that cost more to parse than to find."""
+    return json.loads(raw)
+
+
 def _converter(annotation: Any, name: str) -> Callable[[str], Any] | None:
     """How a hash string becomes the JSON value of field ``name`` (None: the string as is)."""
     if name in _JSON_FIELDS:
-        return json.loads
+        return _shared_json
     return int if annotation in (int, int | None) else None
 
 
@@ -115,6 +123,17 @@ _PLAIN = {
     for name, info in Sector.model_fields.items()
 }
 _PLAIN_DEFAULTS = {name: default for name, (_conv, default) in _PLAIN.items()}
+# How the scripts write a record's JSON (the listing form): per field, in order, its name,
+# how its hash string goes in ("text": a JSON string, "raw": as it is (a number or stored
+# JSON), "attempts"/"runs": the object of those prefixed fields) and its JSON when absent.
+LISTING_FIELDS: tuple[tuple[str, str, str], ...] = tuple(
+    (
+        name,
+        name if name in ("attempts", "runs") else "text" if conv is None else "raw",
+        json.dumps(default, separators=(",", ":")),
+    )
+    for name, (conv, default) in _PLAIN.items()
+)
 
 
 def record_dict(fields: Mapping[str, str]) -> dict[str, Any]:
@@ -122,7 +141,7 @@ def record_dict(fields: Mapping[str, str]) -> dict[str, Any]:
     ``Sector.from_hash(fields).model_dump(mode="json")`` gives, at a fraction of the cost.
 
     For bulk reads of records the store wrote (and validated) itself; the defaults it
-    fills in are shared objects, to be serialized, not changed.
+    fills in and its JSON fields are shared objects, to be serialized, not changed.
     """
     record = dict(_PLAIN_DEFAULTS)
     attempts: dict[str, int] = {}

@@ -12,6 +12,9 @@ The state-changing scripts share one layout of ``KEYS``::
     KEYS[1] sector hash   KEYS[2] history   KEYS[3] lease index   KEYS[4] deadline index
     KEYS[5] outbox        KEYS[6] unclaimed KEYS[7..] state indexes (and a script's extras)
 
+and every script that changes a record gets the record's listing key last (``KEYS[#KEYS]``):
+it rewrites the record's JSON there, so a listing sends stored bytes.
+
 and each declares the source states it accepts: a request whose sector is elsewhere is
 refused as an illegal transition, and nothing changes.
 
@@ -21,7 +24,52 @@ hands it to Celery with that task id and marks it sent (``SENT``). A claim must 
 current id, so a superseded or duplicated message never runs a phase.
 """
 
-_HELPERS = """
+import json
+
+from sealpool.store.model import LISTING_FIELDS
+
+# The record's JSON as Sector.model_dump(mode="json") gives it (fields in order, defaults
+# filled in), kept ready at KEYS[#KEYS] for listings. A sector in a terminal state keeps
+# none: final sectors are most of a pool, and a listing builds theirs from the hash.
+_LISTING = (
+    "local LISTING = {"
+    + ", ".join(
+        f"{{{json.dumps(n)}, {json.dumps(h)}, {json.dumps(d)}}}" for n, h, d in LISTING_FIELDS
+    )
+    + "}"
+    + r"""
+-- `text` as a JSON string ('/' left as it is, as Python writes it)
+local function quoted(text) return (string.gsub(cjson.encode(text), '\\/', '/')) end
+local function keep_listing()
+  local flat = redis.call('HGETALL', KEYS[1])
+  local h, attempts, runs = {}, {}, {}
+  for j = 1, #flat, 2 do
+    local name = flat[j]
+    if string.sub(name, 1, 9) == 'attempts.' then
+      attempts[#attempts + 1] = quoted(string.sub(name, 10)) .. ':' .. flat[j + 1]
+    elseif string.sub(name, 1, 4) == 'run.' then
+      runs[#runs + 1] = quoted(string.sub(name, 5)) .. ':' .. quoted(flat[j + 1])
+    else
+      h[name] = flat[j + 1]
+    end
+  end
+  local parts = {}
+  for i, field in ipairs(LISTING) do
+    local how, value = field[2], h[field[1]]
+    if how == 'attempts' then value = '{' .. table.concat(attempts, ',') .. '}'
+    elseif how == 'runs' then value = '{' .. table.concat(runs, ',') .. '}'
+    elseif value == nil then value = field[3]
+    elseif how == 'text' then value = quoted(value) end
+    parts[i] = '"' .. field[1] .. '":' .. value
+  end
+  redis.call('SET', KEYS[#KEYS], '{' .. table.concat(parts, ',') .. '}')
+end
+"""
+)
+
+_HELPERS = (
+    _LISTING
+    + """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -119,6 +167,7 @@ local function transition(req, f, now)
   record(req.actor, req.event, f.state, req.target, req.detail or '', now)
   if req.compact then compact(req, f, now) end
   redis.call('HINCRBY', KEYS[1], 'version', 1)
+  if req.terminal then redis.call('DEL', KEYS[#KEYS]) else keep_listing() end
   if req.record then return {1, '', redis.call('HGETALL', KEYS[1])} end
   return {1, '', {}}
 end
@@ -133,12 +182,13 @@ local function leads(key, leader)
   return not leader or redis.call('GET', key) == leader
 end
 """
+)
 
 # CREATE a Pending sector, at most once per request id, with its deals taken off the
 # waiting list in the same step (a deal is never packed into two sectors). With a leader
 # fence, only the leading supervisor creates.
 # KEYS[1] sector hash, KEYS[2] history, KEYS[3] request key, KEYS[4] Pending index of the
-# kind, KEYS[5] waiting deals, KEYS[6] deal → sector, KEYS[7] leader key
+# kind, KEYS[5] waiting deals, KEYS[6] deal → sector, KEYS[7] leader key, KEYS[8] listing
 # ARGV[1] {id, miner, number (a string), kind, priority, actor, ttl_s, deal_ids (strings),
 # deals (their JSON list), leader?}
 # Returns {1, id} when created, {2, id} when the request was seen before, {0, reason}.
@@ -164,6 +214,7 @@ for _, deal in ipairs(req.deal_ids) do
   redis.call('HSET', KEYS[6], deal, req.id)
 end
 redis.call('ZADD', KEYS[4], index_score(req.priority, now), req.id)
+keep_listing()
 record(req.actor, 'create', '', 'Pending', req.kind .. ' ' .. req.deals, now)
 redis.call('SET', KEYS[3], req.id, 'EX', req.ttl_s)
 return {1, req.id}
@@ -184,7 +235,8 @@ return {1, string.format('%d', given + 1)}
 
 # START a Pending sector: the only way into AddPiece from Pending, once; with a leader
 # fence, only while the caller leads, and the start time is recorded for the fill rate.
-# KEYS[1..6] the common layout, KEYS[7..] indexes, KEYS[n-1] leader key, KEYS[n] last start
+# KEYS[1..6] the common layout, KEYS[7..] indexes, KEYS[n-2] leader key, KEYS[n-1] last
+# start, KEYS[n] listing
 # ARGV[1] {sources, target, status, index, actor, event, leader?, record}
 # Returns {1, "", record} or {0, reason, state}.
 START = (
@@ -193,10 +245,10 @@ START = (
 local req = cjson.decode(ARGV[1])
 local f = read(KEYS[1])
 if not f then return {0, 'no such sector', ''} end
-if not leads(KEYS[#KEYS - 1], req.leader) then return {0, 'not the leader', f.state} end
+if not leads(KEYS[#KEYS - 2], req.leader) then return {0, 'not the leader', f.state} end
 local now = now_ms()
 local moved = transition(req, f, now)
-if moved[1] == 1 then redis.call('SET', KEYS[#KEYS], now) end
+if moved[1] == 1 then redis.call('SET', KEYS[#KEYS - 1], now) end
 return moved
 """
 )
@@ -204,7 +256,7 @@ return moved
 # CLAIM a queued work phase with its current message: the lease goes to one worker and a
 # new fencing token is issued. A phase that reads the sector's temp files names the
 # worker's host: it binds an unbound sector to that host, and is refused on any other.
-# KEYS[1..6] the common layout, KEYS[7] fencing counter
+# KEYS[1..6] the common layout, KEYS[7] fencing counter, KEYS[8] listing
 # ARGV[1] {phase, worker, lease_ms, host ("" = any), msg ("" = any)}
 # Returns {token, lease expiry (ms), record} or {0, reason}.
 CLAIM = (
@@ -238,14 +290,15 @@ redis.call('HINCRBY', KEYS[1], 'attempts.' .. req.phase, 1)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('ZADD', KEYS[3], expires, f.id)
 record(req.worker, 'claim', req.phase, req.phase, 'token ' .. token .. on_host, now)
+keep_listing()
 return {token, expires, redis.call('HGETALL', KEYS[1])}
 """
 )
 
 # RENEW a live lease, optionally saving progress (e.g. a sent message's id). A lease that
 # has expired can't be renewed: a supervisor may be taking the phase over.
-# KEYS[1] sector hash, KEYS[2] lease index; ARGV[1] token, ARGV[2] lease length (ms),
-# ARGV[3] fields to set, a JSON object ("" deletes)
+# KEYS[1] sector hash, KEYS[2] lease index, KEYS[3] listing; ARGV[1] token, ARGV[2] lease
+# length (ms), ARGV[3] fields to set, a JSON object ("" deletes)
 # Returns the new expiry (ms), or {0, reason}.
 RENEW = (
     _HELPERS
@@ -258,6 +311,7 @@ local expires = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lease_expires_ms', expires)
 set_fields(KEYS[1], cjson.decode(ARGV[3]))
 redis.call('ZADD', KEYS[2], expires, f[1])
+keep_listing()
 return expires
 """
 )
@@ -320,7 +374,8 @@ return transition(req, f, now_ms())
 # SENT: the sender handed message ARGV[1] to the broker; it is recorded in the history
 # either way, and, while it is still the sector's message, moves from the outbox to the
 # unclaimed messages. (A fast worker may have claimed it already.)
-# KEYS[1..6] the common layout; ARGV[1] message id, ARGV[2] phase, ARGV[3] detail
+# KEYS[1..6] the common layout, KEYS[7] listing; ARGV[1] message id, ARGV[2] phase,
+# ARGV[3] detail
 # Returns 1, or 0 when the id is no longer the sector's message.
 SENT = (
     _HELPERS
@@ -333,6 +388,7 @@ if not f[4] then
   redis.call('HSET', KEYS[1], 'msg_sent_ms', now)
   redis.call('ZREM', KEYS[5], f[1])
   redis.call('ZADD', KEYS[6], f[3], f[1])
+  keep_listing()
 end
 return 1
 """
@@ -340,17 +396,22 @@ return 1
 
 # HELD: a worker process took message ARGV[1] to hold until its countdown ends; ARGV[2]
 # names that process (its host and phase), so a holder that dies is noticed.
-# KEYS[1] sector hash. Returns 1, or 0 when the id is no longer the sector's message.
-HELD = """
+# KEYS[1] sector hash, KEYS[2] listing. Returns 1, or 0 when the id is no longer the
+# sector's message.
+HELD = (
+    _LISTING
+    + """
 if redis.call('HGET', KEYS[1], 'msg_id') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'msg_holder', ARGV[2])
+keep_listing()
 return 1
 """
+)
 
 # REISSUE the message of a queued phase, replacing message ARGV[1] (a message the broker
 # lost, or one that arrived before its phase could run): the old id is dead from now on.
-# KEYS[1..6] the common layout; ARGV[1] the message id replaced, ARGV[2] delay (ms),
-# ARGV[3] why. Returns the record, or {} when the id is no longer the sector's message.
+# KEYS[1..6] the common layout, KEYS[7] listing; ARGV[1] the message id replaced, ARGV[2]
+# delay (ms), ARGV[3] why. Returns the record, or {} when the id is no longer the sector's message.
 REISSUE = (
     _HELPERS
     + """
@@ -360,13 +421,14 @@ local now = now_ms()
 issue_message(f[1], now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'updated_ms', now)
 record('sender', 'reissue', f[3], f[3], ARGV[1] .. ': ' .. ARGV[3], now)
+keep_listing()
 return redis.call('HGETALL', KEYS[1])
 """
 )
 
 # PRIORITIZE a sector: a new priority, re-scored in its state index. A queued phase gets a
 # new message, so it is sent again at its new place in the queue.
-# KEYS[1..6] the common layout, KEYS[7] the sector's state index
+# KEYS[1..6] the common layout, KEYS[7] the sector's state index, KEYS[8] listing
 # ARGV[1] priority, ARGV[2] actor, ARGV[3] detail
 # Returns the record, or {} when the sector has that priority already (or is gone).
 PRIORITIZE = (
@@ -380,6 +442,7 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('ZADD', KEYS[7], index_score(ARGV[1], f[4]), f[1])
 if f[5] == 'queued' then issue_message(f[1], now) end
 record(ARGV[2], 'priority', f[2], f[2], ARGV[1] .. ' ' .. ARGV[3], now)
+keep_listing()
 return redis.call('HGETALL', KEYS[1])
 """
 )

@@ -18,7 +18,8 @@ Each tick of the leading supervisor, in order:
 4. Keep the pool full: enough sectors in front of the PC1 slots for every free slot plus a
    look-ahead — Pending sectors first, then sectors packed from waiting deals, then CC
    sectors if ``cc_fill`` — no faster than one per ``create_interval_s``, and no faster
-   than the farm's bottleneck phase can absorb.
+   than the farm's bottleneck phase can absorb; each bound at its start to the host whose
+   PC1 slots need it most (:mod:`sealpool.supervisor.placement`).
 
 Every action is fenced in the store (expired-token take-over, version-checked moves,
 Pending → AddPiece once, request-id creation with its deals), and the starts and creations

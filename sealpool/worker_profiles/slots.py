@@ -32,7 +32,7 @@ import redis
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
-from sealpool.backends import Slot
+from sealpool.backends import GpuHold, Slot
 from sealpool.errors import SlotsInUse
 from sealpool.worker_profiles.plan import SlotPlan
 
@@ -190,6 +190,7 @@ class _Loan:
     since_ms: int
     lost: threading.Event | None
     locks: dict[Lock, float] = field(default_factory=dict)  # → monotonic time of last renewal
+    hold: GpuHold | None = None
 
 
 @contextmanager
@@ -281,12 +282,14 @@ class SlotPool:
         ``lost`` is set if a GPU lock of the slot is lost meanwhile (taken by another owner,
         or not renewed before it expired): the phase no longer has the GPU to itself. A
         Redis error while taking the slot raises; the slot goes back to the free ones
-        whatever happens.
+        whatever happens. A slot with GPU locks carries a :class:`GpuHold` whose window
+        is filled in as the locks are taken and released.
         """
         index = self._free.get()
         try:
             plan = self.plans[index]
-            with self._lent(index, sector_id, lost), _pinned(plan.cores):
+            hold = GpuHold(self.host, plan.locks) if plan.locks else None
+            with self._lent(index, sector_id, lost, hold), _pinned(plan.cores):
                 yield Slot(
                     self.host,
                     self.temp_dirs,
@@ -294,14 +297,24 @@ class SlotPool:
                     plan.cores,
                     plan.gpus,
                     dict(plan.env),
+                    hold,
                 )
         finally:
             self._free.put(index)
 
     @contextmanager
-    def _lent(self, index: int, sector_id: str, lost: threading.Event | None) -> Iterator[None]:
-        """The slot marked busy with its GPU locks held; idle and unlocked afterwards."""
-        loan = _Loan(sector_id, self.clock.now_ms(), lost)
+    def _lent(
+        self,
+        index: int,
+        sector_id: str,
+        lost: threading.Event | None,
+        hold: GpuHold | None = None,
+    ) -> Iterator[None]:
+        """The slot marked busy with its GPU locks held; idle and unlocked afterwards.
+
+        ``hold`` gets the window the locks were all held in, on the server's clock.
+        """
+        loan = _Loan(sector_id, self.clock.now_ms(), lost, hold=hold)
         self._loans[index] = loan  # from here on the heartbeat renews the locks it holds
         try:
             self._save(index)
@@ -311,12 +324,24 @@ class SlotPool:
                 )
                 lock.acquire(blocking=True)
                 loan.locks[lock] = time.monotonic()
+            if hold is not None:
+                hold.from_ms = server_ms(self.client)  # after the last lock was taken
             yield
         finally:
             del self._loans[index]
+            if hold is not None and hold.from_ms is not None:
+                hold.to_ms = self._before_unlock()
             for lock in list(loan.locks):
                 self._unlock(loan, lock)
             self._save_idle(index, loan)
+
+    def _before_unlock(self) -> int:
+        """The server's time before the GPU locks are released: read there when Redis
+        answers (so it precedes the release), else this process's estimate of it."""
+        try:
+            return server_ms(self.client)
+        except redis.RedisError:
+            return self.clock.now_ms()
 
     def _unlock(self, loan: _Loan, lock: Lock) -> None:
         loan.locks.pop(lock, None)  # first: a renewal failing from here on is no loss
@@ -389,6 +414,8 @@ class SlotPool:
         if loan.locks.pop(lock, None) is None:
             return  # released meanwhile: the phase ended
         log.warning("%s of %s lost GPU lock %s (%s)", self.phase, loan.sector, lock.name, why)
+        if loan.hold is not None:
+            loan.hold.lost = True
         if loan.lost is not None:
             loan.lost.set()
 
