@@ -11,7 +11,7 @@ mean phase times — the same computation for all three), deal latency from arri
 Proving, the GPUs' idle share, bytes read across hosts.
 
 Run: ``python3 benchmarks/scenario_bench.py [--duration 120] [--time-scale 1000]
-[--seed 1] [--json]``.
+[--seed 1] [--modes sealpool,plain,ablation] [--no-kill] [--json]``.
 """
 
 from __future__ import annotations
@@ -49,16 +49,18 @@ def deal_arrivals(duration_s: float, time_scale: float, seed: int) -> list[float
     return times
 
 
-def child(mode: str, duration_s: float, time_scale: float, arrivals: list[float]) -> Outcome:
+def child(
+    mode: str, duration_s: float, time_scale: float, arrivals: list[float], kill: bool
+) -> Outcome:
     """One set-up's run in this process (a Celery app is configured once per process)."""
     if mode == "plain":
         import scenario_plain
 
         return scenario_plain.run(os.environ["SEALPOOL_REDIS_URL"], duration_s, time_scale,
-                                  arrivals)  # fmt: skip
+                                  arrivals, kill)  # fmt: skip
     import scenario_sealpool
 
-    return scenario_sealpool.run(mode, duration_s, time_scale, arrivals)
+    return scenario_sealpool.run(mode, duration_s, time_scale, arrivals, kill)
 
 
 def main() -> None:
@@ -67,12 +69,14 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=1000.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default=",".join(MODES), help="set-ups, comma-separated")
+    parser.add_argument("--no-kill", action="store_true", help="no host is killed")
     parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     arrivals = deal_arrivals(options.duration, options.time_scale, options.seed)
     if options.child:
-        outcome = child(options.child, options.duration, options.time_scale, arrivals)
+        kill = not options.no_kill
+        outcome = child(options.child, options.duration, options.time_scale, arrivals, kill)
         print(json.dumps(dataclasses.asdict(outcome)))
         return
     modes = options.modes.split(",")
@@ -83,7 +87,8 @@ def main() -> None:
         for mode in modes:
             argv = [sys.executable, __file__, "--child", mode, "--seed", str(options.seed),
                     "--duration", str(options.duration),
-                    "--time-scale", str(options.time_scale)]  # fmt: skip
+                    "--time-scale", str(options.time_scale),
+                    *(["--no-kill"] if options.no_kill else [])]  # fmt: skip
             done = subprocess.run(argv, env={**os.environ, "SEALPOOL_REDIS_URL": url},
                                   capture_output=True, text=True)  # fmt: skip
             if done.returncode:
@@ -98,8 +103,9 @@ def main() -> None:
 
 
 def show(results: dict[str, dict[str, float]], options: argparse.Namespace) -> None:
+    kill = "no host killed" if options.no_kill else "pc1-c killed halfway"
     table = Table(title=f"farm scenario, {options.duration:g} s per set-up, time scale "
-                  f"{options.time_scale:g}, seed {options.seed}")  # fmt: skip
+                  f"{options.time_scale:g}, seed {options.seed}, {kill}")  # fmt: skip
     table.add_column("figure")
     for mode in results:
         table.add_column(mode, justify="right")

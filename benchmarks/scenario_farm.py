@@ -34,6 +34,20 @@ DEAL_SHARE = 0.4  # deals arrive at this share of the bound's rate; CC sectors f
 AFTER_PC1 = ("PreCommit2", "PreCommitting", "Commit1", "Commit2", "Committing", "Finalize")
 
 
+def kill_time(t0: float, duration_s: float, kill: bool) -> float:
+    """When ``KILLED`` dies: halfway through the run, or never."""
+    return t0 + duration_s / 2 if kill else math.inf
+
+
+def kill_loss(time_scale: float) -> float:
+    """Sectors' worth of PC1 work that no scheduler keeping temp data on its host can save
+    when ``KILLED`` dies with its PC1 slots busy: half of each running PC1 on average, and
+    the PC1s that ended less than a tail before the kill (their sectors need the host's temp
+    data until Finalize)."""
+    pc1_wall = PHASE_SECONDS["PreCommit1"] * HOST_FACTOR.get(KILLED, 1.0) / time_scale
+    return HOSTS[KILLED]["PreCommit1"] * (0.5 + tail_s(time_scale) / pc1_wall)
+
+
 def pc1_slots() -> int:
     return sum(slots.get("PreCommit1", 0) for slots in HOSTS.values())
 
@@ -97,12 +111,15 @@ def figures(outcome: Outcome, duration_s: float, time_scale: float) -> dict[str,
     deal latency, GPU idle share and cross-host bytes; computed alike for every set-up.
 
     A sector reaching Proving in the window ended its PC1 a tail earlier, so the bound is
-    the capacity of the hosts alive in the window shifted back by that tail."""
+    the capacity of the hosts alive in the window shifted back by that tail. The ceiling is
+    the bound less :func:`kill_loss` when the kill falls in that window."""
     start, end = outcome.t0 + warm_up_s(time_scale), outcome.t0 + duration_s
     tail = tail_s(time_scale)
     alive = {host: _alive(host, start - tail, end - tail, outcome.killed_at) for host in HOSTS}
     caps = capacity(time_scale, alive)
     bottleneck = min(caps, key=lambda phase: caps[phase])
+    killed_in_window = start - tail <= outcome.killed_at < end - tail
+    ceiling = caps[bottleneck] - (kill_loss(time_scale) if killed_in_window else 0.0)
     sealed = sum(1 for at in outcome.proving.values() if start <= at < end)
     latencies = [
         (outcome.proving[sector] - outcome.deal_arrived[deal]) * time_scale / 3600
@@ -118,6 +135,8 @@ def figures(outcome: Outcome, duration_s: float, time_scale: float) -> dict[str,
         "throughput_per_farm_day": sealed * per_farm_day,
         "bound_per_farm_day": caps[bottleneck] * per_farm_day,
         "throughput_bound_ratio": sealed / caps[bottleneck],
+        "ceiling_in_window": round(ceiling, 1),
+        "throughput_ceiling_ratio": sealed / ceiling,
         "deals_arrived": len(outcome.deal_arrived),
         "deals_sealed": len(latencies),
         "deal_latency_p50_farm_h": _percentile(latencies, 0.5),

@@ -4,7 +4,7 @@ Each simulated host runs, as a Celery user would, one ``celery worker`` per phas
 thread per slot (PC2 and C2 of a host: one worker on both queues, one thread: its GPU). A
 feeder loop, the user's stand-in for the supervisor, keeps as many sectors between their
 start and the end of PC1 as there are PC1 slots plus the same look-ahead: arrived deals
-first, oldest first, else a CC sector. ``pc1-c``'s workers are killed -9 at ``kill_at``
+first, oldest first, else a CC sector. ``pc1-c``'s workers are killed -9 halfway
 (its directory marked dead): its sectors are lost, as nothing in the chain recovers them.
 """
 
@@ -31,6 +31,7 @@ from scenario_farm import (
     SPREAD,
     Outcome,
     Run,
+    kill_time,
     pc1_slots,
 )
 
@@ -88,8 +89,11 @@ def wait_ready(url: str, processes: dict[str, list], timeout_s: float = 120.0) -
     raise SystemExit(f"plain Celery workers not ready after {timeout_s:.0f} s")
 
 
-def run(url: str, duration_s: float, time_scale: float, arrivals: list[float]) -> Outcome:
-    """Run the scenario for ``duration_s`` with deals arriving at ``arrivals``."""
+def run(
+    url: str, duration_s: float, time_scale: float, arrivals: list[float], kill: bool
+) -> Outcome:
+    """Run the scenario for ``duration_s`` with deals arriving at ``arrivals``, killing
+    ``KILLED`` halfway if ``kill``."""
     run_id = f"plain-{uuid.uuid4().hex[:6]}"
     os.environ.update(NAIVE_BROKER=url, NAIVE_RUN=run_id)
     import naive_app
@@ -102,7 +106,7 @@ def run(url: str, duration_s: float, time_scale: float, arrivals: list[float]) -
         try:
             wait_ready(url, processes)
             t0 = time.time()
-            killed_at = t0 + duration_s / 2
+            killed_at = kill_time(t0, duration_s, kill)
             arrived = feed(client, run_id, t0, duration_s, killed_at, arrivals, processes, root)
         finally:
             for each in (p for group in processes.values() for p in group):

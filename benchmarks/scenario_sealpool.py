@@ -2,8 +2,9 @@
 (sealpool minus locality and priority, benchmarks/ablation_app.py).
 
 The supervisor ticks in this process, packing arriving deals into sectors and filling the
-PC1 slots with CC sectors (``cc_fill``); ``pc1-c``'s worker processes are killed -9 at
-``kill_at``, and the supervisor restarts its sectors elsewhere once the host is lost.
+PC1 slots with CC sectors (``cc_fill``); ``pc1-c``'s worker processes are killed -9
+halfway (unless the run is without a kill), and the supervisor restarts its sectors
+elsewhere once the host is lost.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from scenario_farm import (
     SPREAD,
     Outcome,
     Run,
+    kill_time,
 )
 
 from sealpool.backends import SECTOR_BYTES
@@ -56,9 +58,11 @@ class ScenarioFarm(LocalFarm):
         return text + f"\n[[gpu_groups]]\nphases = {json.dumps(GPU_PHASES)}\ngpus = [0]\n"
 
 
-def run(mode: str, duration_s: float, time_scale: float, arrivals: list[float]) -> Outcome:
+def run(
+    mode: str, duration_s: float, time_scale: float, arrivals: list[float], kill: bool
+) -> Outcome:
     """Run the scenario for ``duration_s`` with deals arriving at ``arrivals`` (seconds
-    after the start); what happened."""
+    after the start), killing ``KILLED`` halfway if ``kill``; what happened."""
     ablation = mode == "ablation"
     pool = f"scenario-{mode}-{uuid.uuid4().hex[:6]}"
     env = {
@@ -103,9 +107,9 @@ def run(mode: str, duration_s: float, time_scale: float, arrivals: list[float]) 
             t0 = time.time()
             thread = threading.Thread(target=supervise, daemon=True)
             thread.start()
-            killed_at = t0 + duration_s / 2
-            events = sorted([(t0 + at, n) for n, at in enumerate(arrivals, 1)])
-            events.append((killed_at, 0))
+            killed_at = kill_time(t0, duration_s, kill)
+            events = [(t0 + at, n) for n, at in enumerate(arrivals, 1)]
+            events += [(killed_at, 0)] if kill else []
             for at, deal in sorted(events):
                 time.sleep(max(0.0, at - time.time()))
                 if deal:

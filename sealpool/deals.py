@@ -134,6 +134,10 @@ class DealBook:
         """Deals not yet in a sector, oldest first."""
         return self.get_many(int(i) for i in self.client.zrange(self.waiting_key, 0, -1))
 
+    def waiting_count(self) -> int:
+        """How many deals are not yet in a sector."""
+        return self.client.zcard(self.waiting_key)
+
     def pack(self, sector_bytes: int) -> list[Deal]:
         """Waiting deals for one sector, oldest first, each taken if it still fits beside
         those taken; they fit in ascending deal id, the order the sector holds them."""

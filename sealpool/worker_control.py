@@ -27,6 +27,7 @@ from sealpool.routing import QUEUE_NAMES, host_queues
 from sealpool.runtime import runtime
 from sealpool.store import SectorState
 from sealpool.worker_profiles.launcher import node_name
+from sealpool.worker_profiles.model import parse_phase
 from sealpool.worker_profiles.slots import RUNNING, SlotKeys, SlotReport, server_ms, slot_reports
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,8 @@ class ControlResult:
 
 
 def phases_named(phase: str | None) -> list[SectorState]:
-    """The phase called ``phase`` (its state name or queue name), or every work phase."""
-    if phase is None:
-        return list(QUEUE_NAMES)
-    for state, queue in QUEUE_NAMES.items():
-        if phase in (state.value, queue):
-            return [state]
-    names = ", ".join(QUEUE_NAMES.values())
-    raise ValueError(f"{phase!r} is not a work phase (one of {names})")
+    """The work phase called ``phase`` (see :func:`parse_phase`), or every work phase."""
+    return list(QUEUE_NAMES) if phase is None else [parse_phase(phase)]
 
 
 def pauses(client: redis.Redis, pool: str) -> dict[tuple[str, str], int]:

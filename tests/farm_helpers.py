@@ -15,11 +15,19 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from sealpool.app import app
+from sealpool.metrics import PhaseRun
 from sealpool.routing import QUEUE_NAMES, host_queues
 from sealpool.store import TERMINAL, PhaseStatus, Sector, SectorState, SectorStore
+from sealpool.worker_profiles.plan import SlotPlan
+from sealpool.worker_profiles.slots import SlotPool
 
 from helpers import wait_until
 
+S = SectorState
+# one host running every phase, several slots for some
+FARM_SLOTS = {S.ADD_PIECE: 2, S.PRE_COMMIT_1: 3, S.PRE_COMMIT_2: 1, S.PRE_COMMITTING: 2,
+              S.WAIT_SEED: 1, S.COMMIT_1: 1, S.COMMIT_2: 1, S.COMMITTING: 2,
+              S.FINALIZE: 1}  # fmt: skip
 LEASE_ENDS = {"complete", "retry", "fail", "release", "take-over", "restart", "reticket",
               "abort", "resume"}  # fmt: skip
 
@@ -125,3 +133,25 @@ def assert_never_twice_at_once(store: SectorStore, sector_ids: Iterable[str]) ->
                 open_claim = entry
             elif entry.event in LEASE_ENDS:
                 open_claim = None
+
+
+def register_slots(client: redis.Redis, pool: str, host: str, phase: str, count: int) -> SlotPool:
+    """``count`` slots of ``phase`` on ``host``, registered (unregister them after)."""
+    plans = [SlotPlan(phase, i, None, None, {}) for i in range(count)]
+    # a 6 s slot TTL: no test here checks a lost slot, so a stalled beat must not fake one
+    slots = SlotPool(client, pool, host, plans, [], [], heartbeat_s=2.0)
+    slots.register()
+    return slots
+
+
+def most_at_once(runs: list[PhaseRun]) -> int:
+    """The most of ``runs`` that overlapped at any moment."""
+    edges = sorted(
+        [(r.started_ms, 1) for r in runs] + [(r.ended_ms, -1) for r in runs],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    running = peak = 0
+    for _at, change in edges:
+        running += change
+        peak = max(peak, running)
+    return peak

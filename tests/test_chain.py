@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import threading
 import time
@@ -13,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cbor2
 import pytest
 import redis
+from chain_helpers import landed, precommit_of
 
 from sealpool.chain import Receipt, RpcChain, SimChain
 from sealpool.chain.commitments import SEALED, UNSEALED, commitment_cid
@@ -26,7 +26,7 @@ from sealpool.chain.messages import (
     encode_precommits,
     encode_prove_commits,
 )
-from sealpool.chain.policy import expiration, seed_epoch
+from sealpool.chain.policy import seed_epoch
 from sealpool.chain.rpc import cbor_bytes, id_address_bytes
 from sealpool.chain.sim import DEPOSIT, PLEDGE, sim_aggregate, sim_proof
 from sealpool.errors import ChainError, ConfigError
@@ -56,24 +56,6 @@ def test_sim_chain_head_is_on_the_redis_server_clock(
     assert skewed.head() == chain.head() == 500
 
 
-def _precommit(chain: SimChain, number: int, **changes: int) -> PreCommit:
-    head = chain.head()
-    fields = {
-        "seal_proof": 8,
-        "ticket_epoch": head - 900,
-        "expiration": expiration(head, head - 900),
-    }
-    comm_r = commitment_cid(SEALED, hashlib.sha256(f"r{number}".encode()).digest())
-    return PreCommit(number=number, comm_r=comm_r, **{**fields, **changes})  # type: ignore[arg-type]
-
-
-def _landed(chain: SimChain, cid: str) -> Receipt:
-    wait_until(lambda: chain.search(cid) is not None, 30)
-    receipt = chain.search(cid)
-    assert receipt is not None
-    return receipt
-
-
 def test_messages_encode_the_actor_layouts() -> None:
     comm_r = commitment_cid(SEALED, bytes(32))
     assert str(comm_r).startswith("bagboea4b5abc")  # as lotus prints CommR
@@ -95,18 +77,18 @@ def test_messages_encode_the_actor_layouts() -> None:
 def test_sim_chain_enforces_the_actor_rules(client: redis.Redis, prefix: str) -> None:
     chain = SimChain(client, prefix, time_scale=3000, start_epoch=10_000)
     head = chain.head()
-    first = _precommit(chain, 1)
+    first = precommit_of(chain, 1)
     cid = chain.push(PRE_COMMIT_SECTOR_BATCH2, encode_precommits([first]), DEPOSIT, "u1")
     assert chain.push(PRE_COMMIT_SECTOR_BATCH2, b"", 0, "u1") == cid  # same MsgUuid: no send
-    assert _landed(chain, cid).exit_code == 0
-    assert head < chain.precommit_epoch(1) < _landed(chain, cid).height
+    assert landed(chain, cid).exit_code == 0
+    assert head < chain.precommit_epoch(1) < landed(chain, cid).height
 
     def one(number: int, **changes: int) -> bytes:
-        return encode_precommits([_precommit(chain, number, **changes)])
+        return encode_precommits([precommit_of(chain, number, **changes)])
 
     refused = {
         "again": (28, one(1), DEPOSIT, 16),
-        "twice": (28, encode_precommits([_precommit(chain, 2), _precommit(chain, 2)]), 0, 16),
+        "twice": (28, encode_precommits([precommit_of(chain, 2), precommit_of(chain, 2)]), 0, 16),
         "old ticket": (28, one(3, ticket_epoch=head - 4000), DEPOSIT, 16),
         "future ticket": (28, one(4, ticket_epoch=head + 50), DEPOSIT, 16),
         "short expiry": (28, one(5, expiration=head + 1000), DEPOSIT, 16),
@@ -118,19 +100,19 @@ def test_sim_chain_enforces_the_actor_rules(client: redis.Redis, prefix: str) ->
         "not precommitted": (34, encode_prove_commits([Activation(9, b"p" * 1920)]), 0, 17),
     }  # fmt: skip
     for name, (method, params, value, exit_code) in refused.items():
-        receipt = _landed(chain, chain.push(method, params, value, name))
+        receipt = landed(chain, chain.push(method, params, value, name))
         assert receipt.exit_code == exit_code, name
     assert chain.precommit_epoch(2) is None and chain.precommit_epoch(7) is None
     chain.fund(DEPOSIT - 1)
     with pytest.raises(ChainError, match="not enough funds"):
-        chain.push(28, encode_precommits([_precommit(chain, 10)]), DEPOSIT, "poor")
+        chain.push(28, encode_precommits([precommit_of(chain, 10)]), DEPOSIT, "poor")
 
 
 def test_sim_chain_checks_the_seed_of_a_proof(client: redis.Redis, prefix: str) -> None:
     chain = SimChain(client, prefix, time_scale=30_000, start_epoch=10_000)
-    sectors = [_precommit(chain, n) for n in (1, 2, 3, 4)]
+    sectors = [precommit_of(chain, n) for n in (1, 2, 3, 4)]
     cid = chain.push(28, encode_precommits(sectors), 4 * DEPOSIT, "batch")
-    assert _landed(chain, cid).exit_code == 0
+    assert landed(chain, cid).exit_code == 0
     epoch = chain.precommit_epoch(1)
     wait_until(lambda: chain.head() > seed_epoch(epoch) + 6, 20)
 
@@ -141,12 +123,12 @@ def test_sim_chain_checks_the_seed_of_a_proof(client: redis.Redis, prefix: str) 
         return sim_proof("f01000", number, comm_r, ticket, seed)
 
     wrong = encode_prove_commits([Activation(1, proof(1, epoch + 1 + 150))])  # seed off by one
-    assert _landed(chain, chain.push(34, wrong, PLEDGE, "wrong")).exit_code == 16
+    assert landed(chain, chain.push(34, wrong, PLEDGE, "wrong")).exit_code == 16
     proofs = [proof(n, seed_epoch(epoch)) for n in (1, 2, 3, 4)]
     aggregate = encode_prove_commits(
         [Activation(n, b"") for n in (1, 2, 3, 4)], aggregate=sim_aggregate(proofs)
     )
-    assert _landed(chain, chain.push(34, aggregate, 4 * PLEDGE, "agg")).exit_code == 0
+    assert landed(chain, chain.push(34, aggregate, 4 * PLEDGE, "agg")).exit_code == 0
     assert set(chain.proven()) == {1, 2, 3, 4} and chain.messages_sent() == {28: 1, 34: 2}
 
 

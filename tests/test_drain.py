@@ -120,7 +120,7 @@ def test_paused_phase_stays_paused_across_a_worker_restart_until_resumed(
         farm.wait_ready()
         pc1, ap = farm.node(S.PRE_COMMIT_1, "hostA"), farm.node(S.ADD_PIECE, "hostA")
         wrong = CliRunner().invoke(cli, ["workers", "pause", "hostA", "--phase", "pc3"])
-        assert wrong.exit_code == 2 and "'pc3' is not a work phase" in wrong.output
+        assert wrong.exit_code == 2 and "unknown phase 'pc3'; expected one of:" in wrong.output
         paused = sealpool("workers", "pause", "hostA", "--phase", "pc1")
         assert paused["queues"] == [f"{prefix}.pc1", f"{prefix}.pc1@hostA"]
         assert paused["answered"] == [pc1]

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from chain_helpers import landed, precommit_of
 from click.testing import CliRunner
-from test_chain import _landed, _precommit
-from test_supervisor import register_slots
-from test_worker_farm import SLOTS, most_at_once
 
 from sealpool.chain import SimChain
 from sealpool.chain.bitfield import highest_in, runs_of
@@ -31,7 +29,7 @@ from sealpool.store import Sector, SectorState
 from sealpool.supervisor import Supervisor
 from sealpool.worker_profiles.slots import SlotPool
 
-from farm_helpers import wait_for
+from farm_helpers import FARM_SLOTS, most_at_once, register_slots, wait_for
 
 S = SectorState
 
@@ -149,8 +147,8 @@ def test_a_number_precommitted_or_allocated_before_is_refused_per_actor(
     one.allocate(5)
 
     def precommit(chain: SimChain, number: int, uuid: str) -> int:
-        params = encode_precommits([_precommit(chain, number)])
-        return _landed(chain, chain.push(PRE_COMMIT_SECTOR_BATCH2, params, DEPOSIT, uuid)).exit_code
+        params = encode_precommits([precommit_of(chain, number)])
+        return landed(chain, chain.push(PRE_COMMIT_SECTOR_BATCH2, params, DEPOSIT, uuid)).exit_code
 
     assert precommit(one, 7, "a") == 0
     assert precommit(one, 7, "b") == 16  # already precommitted
@@ -197,7 +195,7 @@ def test_two_miners_on_one_host_never_overbook_scratch_or_a_gpu(
         "SEALPOOL_RETRY_BACKOFF_S": "5", "SEALPOOL_MAX_ATTEMPTS": "30",
         "SEALPOOL_MINERS": json.dumps([{"id": "f01000"}, {"id": "f02000"}]),
     }  # fmt: skip
-    with SharedHostFarm(prefix, ["hostA"], farm_env / "farm", slots=SLOTS, env=env) as farm:
+    with SharedHostFarm(prefix, ["hostA"], farm_env / "farm", slots=FARM_SLOTS, env=env) as farm:
         farm.wait_ready()
         for sector in sectors:
             start(store, sector.id, actor="test")

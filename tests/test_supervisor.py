@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sealpool.supervisor.ratio import PhaseTime, suggest
 from sealpool.worker_profiles.plan import SlotPlan
 from sealpool.worker_profiles.slots import SlotPool, server_ms
 
-from farm_helpers import events
+from farm_helpers import events, register_slots
 from helpers import wait_until
 
 S = SectorState
@@ -31,14 +32,6 @@ def supervised(farm_env: Path, prefix: str, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SEALPOOL_CREATE_INTERVAL_S", "0")
     monkeypatch.setenv("SEALPOOL_LOOKAHEAD", "2")
     return farm_env
-
-
-def register_slots(client: redis.Redis, pool: str, host: str, phase: str, count: int) -> SlotPool:
-    plans = [SlotPlan(phase, i, None, None, {}) for i in range(count)]
-    # a 6 s slot TTL: no test here checks a lost slot, so a stalled beat must not fake one
-    slots = SlotPool(client, pool, host, plans, [], [], heartbeat_s=2.0)
-    slots.register()
-    return slots
 
 
 def test_ratio_matches_the_hand_computed_answer() -> None:
@@ -104,6 +97,27 @@ def test_keep_full_starts_deals_first_then_cc(
         assert again.started == []  # full: 3 free PC1 slots + look-ahead 2 already queued
     finally:
         slots.unregister()
+
+
+def test_an_arriving_deal_starts_at_once_though_cc_sectors_fill_the_look_ahead(
+    supervised: Path,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    registered: Callable[..., SlotPool],
+) -> None:
+    monkeypatch.setenv("SEALPOOL_CC_FILL", "true")
+    rt = runtime(prefix)
+    registered("hostA", [SlotPlan("PreCommit1", i, None, None, {}) for i in range(2)], 2.0)
+    boss = Supervisor(rt, "sup")
+    assert len(boss.tick().started) == 2 + 2  # 2 free slots + look-ahead 2, all CC
+    assert boss.tick().started == []
+    book = DealBook(rt.store.client, prefix)
+    for deal_id in range(1, 7):
+        book.add(deal_id, 2048)  # one deal fills a 2 KiB sector
+    started = rt.store.get_many(boss.tick().started)
+    # deal sectors count only the deal sectors in front of them: 2 + 2 start, no CC
+    assert [s.deal_ids for s in started] == [[1], [2], [3], [4]]
+    assert boss.tick().started == [] and len(book.waiting()) == 2
 
 
 def test_four_supervisors_never_duplicate(

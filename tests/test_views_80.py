@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from chain_helpers import precommit_of
 from click.testing import CliRunner
 from rich.console import Console
-from test_chain import _precommit
 
 from sealpool.chain import SimChain
 from sealpool.chain.batching import BatchBook, Member, precommit_entry
@@ -153,7 +153,7 @@ def test_pool_stats_shows_every_miner_and_stuck_phases(
 
 def precommit_member(chain: SimChain) -> Member:
     """Sector f01000-1's precommit, ready to enroll in a batch."""
-    precommit = _precommit(chain, 1)
+    precommit = precommit_of(chain, 1)
     entry = precommit_entry(precommit)
     return Member("f01000-1", "precommit", "f01000", entry, DEPOSIT, precommit.ticket_epoch + 3780)
 

@@ -9,18 +9,16 @@ import pytest
 
 from sealpool.app import app
 from sealpool.farm import LocalFarm
-from sealpool.metrics import PhaseRun, phase_runs
+from sealpool.metrics import phase_runs
 from sealpool.runtime import runtime
 from sealpool.sealing_tasks import start
 from sealpool.store import PhaseStatus, SectorState
 from sealpool.worker_profiles.slots import slot_reports
 
-from farm_helpers import events, wait_for
+from farm_helpers import FARM_SLOTS, events, most_at_once, wait_for
 from helpers import wait_until
 
 S = SectorState
-SLOTS = {S.ADD_PIECE: 2, S.PRE_COMMIT_1: 3, S.PRE_COMMIT_2: 1, S.PRE_COMMITTING: 2,
-         S.WAIT_SEED: 1, S.COMMIT_1: 1, S.COMMIT_2: 1, S.COMMITTING: 2, S.FINALIZE: 1}  # fmt: skip
 
 
 def farm_of(prefix: str, root: Path, phase_seconds: dict[str, float], **options) -> LocalFarm:
@@ -30,19 +28,7 @@ def farm_of(prefix: str, root: Path, phase_seconds: dict[str, float], **options)
         "SEALPOOL_HEARTBEAT_S": "0.5",
         "SEALPOOL_PHASE_SECONDS": json.dumps(phase_seconds),
     }
-    return LocalFarm(prefix, ["hostA"], root, slots=SLOTS, env=env, **options)
-
-
-def most_at_once(runs: list[PhaseRun]) -> int:
-    edges = sorted(
-        [(r.started_ms, 1) for r in runs] + [(r.ended_ms, -1) for r in runs],
-        key=lambda edge: (edge[0], edge[1]),
-    )
-    running = peak = 0
-    for _at, change in edges:
-        running += change
-        peak = max(peak, running)
-    return peak
+    return LocalFarm(prefix, ["hostA"], root, slots=FARM_SLOTS, env=env, **options)
 
 
 def test_burst_never_exceeds_slots_and_files_land_where_configured(
@@ -67,7 +53,7 @@ def test_burst_never_exceeds_slots_and_files_land_where_configured(
         done = wait_for(store, [s.id for s in sectors], timeout_s=150)
     assert [s.state for s in done] == [S.PROVING] * 30
     runs = [run for s in done for run in phase_runs(s.id, store.history(s.id))]
-    for phase, slots in SLOTS.items():
+    for phase, slots in FARM_SLOTS.items():
         if phase is not S.WAIT_SEED:
             assert most_at_once([r for r in runs if r.phase == phase.value]) <= slots, phase
     assert most_at_once([r for r in runs if r.phase == "PreCommit1"]) == 3  # and all are used
@@ -88,7 +74,7 @@ def test_workers_report_idle_busy_lost_like_celery_inspect(farm_env: Path, prefi
     with farm:
         farm.wait_ready()
         reports = slot_reports(store.client, prefix)
-        assert len(reports) == sum(SLOTS.values())
+        assert len(reports) == sum(FARM_SLOTS.values())
         assert {r.state for r in reports} == {"idle"}
         for sector in sectors:
             start(store, sector.id, actor="test")

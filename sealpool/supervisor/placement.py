@@ -1,14 +1,21 @@
-"""Where the supervisor starts a new sector: the host whose PC1 slots need it most.
+"""Where the supervisor starts a new sector: the host whose next PC1 slot frees soonest.
 
 A sector is bound to the host of its first temp phase (AddPiece), and its PC1 runs there.
 Left to whichever AddPiece worker takes it first, a new sector may go to a host whose PC1
-slots are all busy, while another host's PC1 slots idle until the next start. So the
-supervisor names the host: the one with the most idle PC1 slots beyond the sectors already
-on their way to them (in AddPiece, or queued for PC1); ties go to the most idle slots.
+slots are all busy for hours, while another host's slot frees in minutes. So the supervisor
+names the host: each live PC1 slot frees now (idle) or when its run is expected to end —
+its start plus the host's last PC1 run time (the configured PC1 time until one is known);
+the sectors already heading to a host (in AddPiece or queued for PC1) take its earliest
+frees in turn. A CC sector goes where the next free one comes soonest (the slots never
+wait), a deal sector where its PC1 would end soonest (a faster host may be worth a short
+wait); ties go to the host with the most idle slots. Only sectors that would run before
+the new one count as heading: for a deal sector, the deal sectors (they outrank CC
+sectors in the queues).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -20,22 +27,62 @@ TAKING = frozenset({"idle", "busy"})  # slot states that take new work (not paus
 
 
 def heading_to_pc1(sectors: Iterable[Sector]) -> Counter[str]:
-    """Sectors bound to each host that are in AddPiece or queued for PC1."""
-    return Counter(s.host for s in sectors if s.host and _heading(s))
+    """Sectors in AddPiece or queued for PC1, by the host they are bound to ("" for none:
+    the first AddPiece worker to take one binds it)."""
+    return Counter(s.host or "" for s in sectors if is_heading(s))
 
 
-def _heading(sector: Sector) -> bool:
+def shortfall(idle: Counter[str], heading: Counter[str], lookahead: int) -> int:
+    """Sectors to start so that every idle PC1 slot has a sector heading to it, and
+    ``lookahead`` more wait beyond the idle slots. A sector heading to a host covers one
+    of that host's idle slots; one bound to no host, any host's."""
+    short = sum(max(0, count - heading[host]) for host, count in idle.items())
+    beyond = sum(max(0, count - idle[host]) for host, count in heading.items() if host)
+    unbound = heading[""]
+    covered = min(short, unbound)
+    return short - covered + max(0, lookahead - beyond - (unbound - covered))
+
+
+def is_heading(sector: Sector) -> bool:
+    """Whether the sector is in AddPiece or queued for PC1."""
     queued = sector.status is PhaseStatus.QUEUED
     return sector.state is S.ADD_PIECE or (sector.state is S.PRE_COMMIT_1 and queued)
 
 
-def place(slots: Sequence[SlotReport], heading: Counter[str]) -> str | None:
-    """The host to start the next sector on; None when no live host runs both AddPiece
-    and PC1 (the sector then goes to the shared AddPiece queue)."""
+def place(
+    slots: Sequence[SlotReport],
+    heading: Counter[str],
+    now_ms: int,
+    pc1_ms: float,
+    *,
+    soonest_end: bool = False,
+) -> str | None:
+    """The host to start the next sector on: where a PC1 slot frees soonest, or with
+    ``soonest_end`` where the sector's PC1 would end soonest; None when no live host runs
+    both AddPiece and PC1 (the sector then goes to the shared AddPiece queue). ``pc1_ms``
+    is the PC1 run time expected of a host none of whose slots has finished one yet."""
     pc1 = [s for s in slots if s.phase == S.PRE_COMMIT_1.value and s.state in TAKING]
-    idle = Counter(s.host for s in pc1 if s.state == "idle")
     adders = {s.host for s in slots if s.phase == S.ADD_PIECE.value and s.state in TAKING}
-    hosts = adders & {s.host for s in pc1}
+    hosts = sorted(adders & {s.host for s in pc1})
     if not hosts:
         return None
-    return max(sorted(hosts), key=lambda host: (idle[host] - heading[host], idle[host]))
+    idle = Counter(s.host for s in pc1 if s.state == "idle")
+
+    def wait_ms(host: str) -> float:
+        """Milliseconds until the new sector's PC1 would start (or end) on ``host``."""
+        own = [s for s in pc1 if s.host == host]
+        runs = [s.last_run_ms for s in own if s.last_run_ms]
+        run_ms = statistics.median(runs) if runs else pc1_ms
+        frees = sorted(_free_at(s, now_ms, run_ms) for s in own)
+        rounds, position = divmod(heading[host], len(frees))
+        starts = frees[position] + rounds * run_ms
+        return starts + run_ms if soonest_end else starts
+
+    return min(hosts, key=lambda host: (wait_ms(host), -idle[host]))
+
+
+def _free_at(slot: SlotReport, now_ms: int, run_ms: float) -> float:
+    """Milliseconds from now until the slot is expected to take a new sector."""
+    if slot.state == "idle" or slot.since_ms is None:
+        return 0.0
+    return max(0.0, slot.since_ms + run_ms - now_ms)

@@ -17,9 +17,10 @@ Each tick of the leading supervisor, in order:
    whose deadline comes close is raised to the top of its queue.
 4. Keep the pool full: enough sectors in front of the PC1 slots for every free slot plus a
    look-ahead — Pending sectors first, then sectors packed from waiting deals, then CC
-   sectors if ``cc_fill`` — no faster than one per ``create_interval_s``, and no faster
-   than the farm's bottleneck phase can absorb; each bound at its start to the host whose
-   PC1 slots need it most (:mod:`sealpool.supervisor.placement`).
+   sectors if ``cc_fill``; deal sectors count only the deal sectors in front, so an arriving
+   deal starts at once — no faster than one per ``create_interval_s``, and no faster than
+   the farm's bottleneck phase can absorb; each bound at its start to the host whose next
+   PC1 slot frees soonest (:mod:`sealpool.supervisor.placement`).
 
 Every action is fenced in the store (expired-token take-over, version-checked moves,
 Pending → AddPiece once, request-id creation with its deals), and the starts and creations
@@ -58,7 +59,7 @@ from sealpool.sealing_tasks.dispatch import (
 from sealpool.store import PhaseStatus, Sector, SectorKind, SectorState, parse_sector_id
 from sealpool.store.states import RESTART_FROM
 from sealpool.supervisor.leader import LeaderLease
-from sealpool.supervisor.placement import heading_to_pc1, place
+from sealpool.supervisor.placement import heading_to_pc1, is_heading, place, shortfall
 from sealpool.supervisor.ratio import phase_times, suggest
 from sealpool.worker_profiles.slots import (
     RUNNING,
@@ -300,7 +301,9 @@ class Supervisor:
 
     def _raise(self, sector: Sector, reason: str, report: TickReport) -> None:
         """Put the sector at the top of its queue: a queued phase gets a new message, sent
-        now at the front (its old one is dead)."""
+        now at the front (its old one is dead). One raised already, as read, costs nothing."""
+        if sector.priority == URGENT_PRIORITY:
+            return
         if raised := self.store.prioritize(sector.id, URGENT_PRIORITY, self.name, reason):
             report.prioritized.append(sector.id)
             self._send(raised)
@@ -308,35 +311,59 @@ class Supervisor:
     # -- 3. keep the pool full ---------------------------------------------------------
 
     def fill(self, slots: list[SlotReport], report: TickReport) -> None:
-        counts = {state: sum(by_kind.values()) for state, by_kind in self.store.counts().items()}
-        pc1 = [s.state for s in slots if s.phase == S.PRE_COMMIT_1.value]
-        free_pc1 = pc1.count("idle")  # paused, draining and lost slots take no new sector
-        running_pc1 = sum(state in RUNNING for state in pc1)
-        heading_to_pc1 = counts[S.ADD_PIECE] + counts[S.PRE_COMMIT_1] - running_pc1
-        wanted = free_pc1 + self.rt.settings.lookahead - heading_to_pc1
-        starts = min(wanted, self._starts_allowed(slots))
-        heading = self._heading_by_host() if starts > 0 else Counter[str]()
-        for _ in range(starts):
-            sector = self._next_sector()
+        """Start sectors until each free PC1 slot has one heading to it, plus the
+        look-ahead (:func:`~sealpool.supervisor.placement.shortfall`); deal sectors count
+        only the deal sectors in front of them (a deal outranks CC sectors in the queues,
+        so it never waits for them to start)."""
+        lookahead = self.rt.settings.lookahead
+        pc1 = [s for s in slots if s.phase == S.PRE_COMMIT_1.value]
+        idle = Counter(s.host for s in pc1 if s.state == "idle")  # not paused, draining, lost
+        running = {s.sector for s in pc1 if s.state in RUNNING and s.sector}
+        counts = self.store.counts()
+        in_front = sum(counts[S.ADD_PIECE].values()) + sum(counts[S.PRE_COMMIT_1].values())
+        deals_wait = counts[S.PENDING].get("deal", 0) > 0 or self.deals.waiting_count() > 0
+        if not idle and in_front - len(running) >= lookahead and not deals_wait:
+            return  # nothing to start: no free slot, the look-ahead queued, no deal waiting
+        heading = self._heading(running)
+        by_kind = {
+            "cc": heading_to_pc1(heading),
+            "deal": heading_to_pc1(s for s in heading if s.kind == "deal"),
+        }
+        room = idle.total() + lookahead
+        now_ms = self.store.now_ms()
+        pc1_ms = self.rt.settings.wall_phase_seconds[S.PRE_COMMIT_1.value] * 1000
+        allowed = self._starts_allowed(slots)
+        while allowed > 0:
+            cc = shortfall(idle, by_kind["cc"], lookahead) > 0
+            deal = deals_wait and by_kind["deal"].total() < room
+            sector = self._next_sector(cc=cc) if cc or deal else None
             if sector is None:
                 break
-            host = place(slots, heading) if self.rt.settings.host_binding else None
+            allowed -= 1
+            host = None
+            if self.rt.settings.host_binding:
+                soonest_end = sector.kind == "deal"
+                host = place(slots, by_kind[sector.kind], now_ms, pc1_ms, soonest_end=soonest_end)
             try:
                 start(self.store, sector.id, actor=self.name, leader=self.lease.fence, host=host)
             except IllegalTransition:  # another supervisor started it first
                 continue
-            heading[host or ""] += 1
+            for kind in {"cc", sector.kind}:  # a CC start waits for every sector in front
+                by_kind[kind][host or ""] += 1
             report.started.append(sector.id)
 
-    def _heading_by_host(self) -> Counter[str]:
-        ids = [i for state in (S.ADD_PIECE, S.PRE_COMMIT_1) for i in self.store.ids_in_state(state)]
-        return heading_to_pc1(self.store.get_many(ids))
+    def _heading(self, running: set[str]) -> list[Sector]:
+        """Sectors in AddPiece or queued for PC1 (``running`` are running it)."""
+        pc1 = [i for i in self.store.ids_in_state(S.PRE_COMMIT_1) if i not in running]
+        sectors = self.store.get_many(self.store.ids_in_state(S.ADD_PIECE) + pc1)
+        return [s for s in sectors if is_heading(s)]
 
-    def _next_sector(self) -> Sector | None:
+    def _next_sector(self, cc: bool) -> Sector | None:
         """Deal sectors first (Pending ones, then new ones packed from waiting deals for the
-        first miner), then Pending CC sectors, then a new CC sector for the miner whose turn
-        it is among those with ``cc_fill`` (see :func:`sealpool.miners.ranked`). A miner at
-        its ``max_sealing`` gets none; a miner whose numbers ran out is skipped."""
+        first miner), then, if ``cc``, Pending CC sectors, then a new CC sector for the
+        miner whose turn it is among those with ``cc_fill`` (see
+        :func:`sealpool.miners.ranked`). A miner at its ``max_sealing`` gets none; a miner
+        whose numbers ran out is skipped."""
         settings = self.rt.settings
         miners = configured(settings)
         counts = sealing_counts(self.store, miners)
@@ -353,6 +380,8 @@ class Supervisor:
                 return None
             except NumbersExhausted as exc:
                 log.warning("%s", exc)
+        if not cc:
+            return None
         if pending := self._pending("cc", capped):
             return pending
         for miner in ranked(miners, counts, lambda m: _cc_fill(m, settings.cc_fill)):

@@ -448,6 +448,7 @@ class SlotReport:
     busy_share: float
     cores: list[int] | None
     gpus: list[int] | None
+    last_run_ms: int | None = None  # how long the slot's last finished run took
 
 
 def live_slots(reports: Sequence[SlotReport]) -> dict[str, int]:
@@ -461,7 +462,7 @@ def live_slots(reports: Sequence[SlotReport]) -> dict[str, int]:
 
 def slot_reports(client: redis.Redis, pool: str) -> list[SlotReport]:
     """Every registered slot: idle, busy, paused, draining or lost (no heartbeat), with its
-    busy share."""
+    busy share and its last run's length."""
     keys = SlotKeys(pool)
     now = server_ms(client)
     registry = client.hgetall(keys.registry)
@@ -479,6 +480,7 @@ def slot_reports(client: redis.Redis, pool: str) -> list[SlotReport]:
         host, phase, index = slot_id.split("|")
         since = int(state["since_ms"]) if state.get("since_ms") else None
         spans = [tuple(map(int, member.split("-"))) for member in intervals]
+        last_run = spans[-1][1] - spans[-1][0] if spans else None  # ordered by their end
         if state.get("state") == "busy" and since:
             spans.append((since, now))
         window_start = max(now - HOUR_MS, info["registered_ms"])
@@ -489,7 +491,7 @@ def slot_reports(client: redis.Redis, pool: str) -> list[SlotReport]:
             host=host, phase=phase, index=int(index), state=shown,
             sector=state.get("sector") or None, since_ms=since or None,
             busy_share=_busy_share(spans, window_start, now),
-            cores=info["cores"], gpus=info["gpus"],
+            cores=info["cores"], gpus=info["gpus"], last_run_ms=last_run,
         ))  # fmt: skip
     return reports
 
