@@ -6,8 +6,10 @@ priorities, one shared queue per phase. The tasks do the simulated work sealpool
 backend does: sleep the phase's time (drawn from the same ±spread, seeded, times the host's
 factor) and write small files. Each simulated host keeps its files in its own directory,
 ``<root>/<host>``; a phase that runs on another host than the one holding the sector's files
-copies them first, counting the bytes and the seconds. Files on a host that died
-(``<root>/<host>/DEAD``) are gone: the phase fails, and with it the sector's chain.
+copies them first, counting the bytes and the seconds, and taking as long as the 32 GiB
+sector's files they stand for take over a ``NAIVE_LINK_GBPS`` link (10 GbE by default).
+Files on a host that died (``<root>/<host>/DEAD``) are gone: the phase fails, and with it
+the sector's chain.
 
 Workers run the ``threads`` pool: the tasks sleep and write files (a real farm's task waits
 on its sealing binary), so a thread per slot is what they need, and 20-odd prefork pools
@@ -17,7 +19,7 @@ phase: twice a PC1 of farm time.
 
 Configured by environment: ``NAIVE_BROKER``, ``NAIVE_RUN`` (queue and key prefix),
 ``NAIVE_ROOT``, ``NAIVE_HOST``, ``NAIVE_TIME_SCALE``, ``NAIVE_PHASE_SECONDS`` (JSON),
-``NAIVE_SPREAD``, ``NAIVE_SEED``, ``NAIVE_HOST_FACTOR`` (JSON).
+``NAIVE_SPREAD``, ``NAIVE_SEED``, ``NAIVE_HOST_FACTOR`` (JSON), ``NAIVE_LINK_GBPS``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ PHASES = ("ap", "pc1", "pc2", "precommit", "waitseed", "c1", "c2", "commit", "fi
 TEMP_PHASES = frozenset({"ap", "pc1", "pc2", "c1", "finalize"})
 BACKEND_PHASES = TEMP_PHASES | {"c2"}
 SEED_WAIT_EPOCHS = 156  # challenge delay 150 + 6 epochs of confidence, as sealpool's sim chain
+# the prove-commit is waited for before Finalize (lotus' CommitWait; sealpool's default
+# message_confidence): 5 epochs after the message's own time
+COMMIT_CONFIDENCE_EPOCHS = 5
 EPOCH_S = 30.0
 FILE_BYTES = 4096
 OUTPUT_FILES = {  # the sim backend's files: unsealed, 11 layers, cache files, sealed
@@ -45,6 +50,13 @@ OUTPUT_FILES = {  # the sim backend's files: unsealed, 11 layers, cache files, s
     "pc1": [f"cache/sc-02-data-layer-{n}.dat" for n in range(1, 12)],
     "pc2": ["cache/p_aux", "cache/t_aux", "cache/tree-r-last.dat", "sealed"],
 }
+
+GiB = 1 << 30
+FARM_FILE_BYTES = {  # what each small file stands for in a 32 GiB sector's temp data
+    "unsealed": 32 * GiB, "sealed": 32 * GiB, "tree-r-last.dat": 9 * GiB,
+    **{f"sc-02-data-layer-{n}.dat": 32 * GiB for n in range(1, 12)},
+}  # fmt: skip
+LINK_BYTES_S = float(os.environ.get("NAIVE_LINK_GBPS", "10")) * 1e9 / 8  # 10 GbE
 
 RUN = os.environ.get("NAIVE_RUN", "naive")
 ROOT = Path(os.environ.get("NAIVE_ROOT", "/tmp/naive-farm"))
@@ -81,6 +93,8 @@ def wall_seconds(sector: str, phase: str) -> float:
     farm = FARM_SECONDS.get(phase, 0.0)
     if phase == "waitseed":
         farm = SEED_WAIT_EPOCHS * EPOCH_S
+    if phase == "commit":
+        farm += COMMIT_CONFIDENCE_EPOCHS * EPOCH_S
     if phase in BACKEND_PHASES:  # as sealpool's sim backend (the chain's phases: as is)
         draw = random.Random(f"{SEED}:{sector}:{phase}").uniform(1 - SPREAD, 1 + SPREAD)
         farm *= draw * HOST_FACTOR.get(HOST, 1.0)
@@ -91,25 +105,30 @@ def temp_dir(host: str, sector: str) -> Path:
     return ROOT / host / "temp" / sector
 
 
-def fetch_files(job: dict[str, Any]) -> tuple[int, float]:
-    """Copy the sector's temp files here from the host that has them: (bytes, seconds)."""
+def fetch_files(job: dict[str, Any]) -> tuple[int, int, float]:
+    """Copy the sector's temp files here from the host that has them, taking the time the
+    32 GiB sector's files they stand for take over the link: (bytes, farm bytes, seconds)."""
     home = job["host"]
     if home is None or home == HOST:
-        return 0, 0.0
+        return 0, 0, 0.0
     if (ROOT / home / "DEAD").exists():
         raise RuntimeError(f"{job['sector']}: its files were on {home}, which died")
     began = time.perf_counter()
     source, target = temp_dir(home, job["sector"]), temp_dir(HOST, job["sector"])
     shutil.copytree(source, target, dirs_exist_ok=True)
-    copied = sum(path.stat().st_size for path in target.rglob("*") if path.is_file())
+    files = [path for path in target.rglob("*") if path.is_file()]
+    farm_bytes = sum(FARM_FILE_BYTES.get(path.name, 0) for path in files)
     shutil.rmtree(source, ignore_errors=True)
-    return copied, time.perf_counter() - began
+    time.sleep(max(0.0, farm_bytes / LINK_BYTES_S / TIME_SCALE - (time.perf_counter() - began)))
+    copied = sum(path.stat().st_size for path in files)
+    return copied, farm_bytes, time.perf_counter() - began
 
 
 def run_phase(phase: str, job: dict[str, Any]) -> dict[str, Any]:
     """Do ``phase`` of the job's sector here; record the run; the job for the next phase."""
     started = time.time()
-    copied, copy_s = fetch_files(job) if phase in TEMP_PHASES and phase != "ap" else (0, 0.0)
+    fetch = phase in TEMP_PHASES and phase != "ap"
+    copied, farm_bytes, copy_s = fetch_files(job) if fetch else (0, 0, 0.0)
     time.sleep(wall_seconds(job["sector"], phase))
     scratch = temp_dir(HOST, job["sector"])
     for name in OUTPUT_FILES.get(phase, []):
@@ -123,7 +142,8 @@ def run_phase(phase: str, job: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(scratch)
     ended = time.time()
     record = {"sector": job["sector"], "phase": phase, "host": HOST, "started": started,
-              "ended": ended, "copied_bytes": copied, "copy_s": copy_s}  # fmt: skip
+              "ended": ended, "copied_bytes": copied, "farm_bytes": farm_bytes,
+              "copy_s": copy_s}  # fmt: skip
     pipe = client().pipeline()
     pipe.rpush(f"{RUN}:runs", json.dumps(record))
     if phase == "pc1":

@@ -121,6 +121,7 @@ def run(
         proving, arrived, {deal: f"deal-{deal}" for deal in arrived},
         sum(r["copied_bytes"] for r in runs),
         {"copy_s_total": sum(r["copy_s"] for r in runs),
+         "cross_host_farm_gib": sum(r["farm_bytes"] for r in runs) / (1 << 30),
          "sectors_lost": int(client.get(f"{run_id}:lost") or 0)},
     )  # fmt: skip
 

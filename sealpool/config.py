@@ -296,7 +296,10 @@ class Settings(BaseSettings):
     )
 
     lookahead: int = Field(
-        default=2, ge=0, description="Sectors kept queued beyond the free PC1 slots."
+        default=2,
+        ge=0,
+        description="Sectors kept queued beyond the free PC1 slots; an arriving deal starts "
+        "at once unless this many deal sectors wait beyond them.",
     )
     cc_fill: bool = Field(
         default=False, description="Create CC sectors when no deals wait and PC1 slots idle."
