@@ -332,7 +332,9 @@ class Supervisor:
         room = idle.total() + lookahead
         now_ms = self.store.now_ms()
         pc1_ms = self.rt.settings.wall_phase_seconds[S.PRE_COMMIT_1.value] * 1000
-        allowed = self._starts_allowed(slots)
+        # at most what either count wants: a start lost to another supervisor counts too
+        wanted = shortfall(idle, by_kind["cc"], lookahead) + room
+        allowed = min(self._starts_allowed(slots), wanted)
         while allowed > 0:
             cc = shortfall(idle, by_kind["cc"], lookahead) > 0
             deal = deals_wait and by_kind["deal"].total() < room
