@@ -120,6 +120,27 @@ def test_an_arriving_deal_starts_at_once_though_cc_sectors_fill_the_look_ahead(
     assert boss.tick().started == [] and len(book.waiting()) == 2
 
 
+def test_idle_pc1_slots_of_a_host_no_sector_can_be_bound_to_start_nothing(
+    supervised: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEALPOOL_CC_FILL", "true")
+    rt = runtime(prefix)
+    client = rt.store.client
+    pools = [
+        register_slots(client, prefix, "hostA", "AddPiece", 1),
+        register_slots(client, prefix, "hostA", "PreCommit1", 2),
+        register_slots(client, prefix, "hostB", "PreCommit1", 2),  # no AddPiece: unbindable
+    ]
+    try:
+        boss = Supervisor(rt, "sup")
+        started = rt.store.get_many(boss.tick().started)
+        assert [s.host for s in started] == ["hostA"] * (2 + 2)  # hostA's 2 idle + look-ahead
+        assert boss.tick().started == []  # hostB's idle slots ask for nothing more
+    finally:
+        for slots in pools:
+            slots.unregister()
+
+
 def test_four_supervisors_never_duplicate(
     supervised: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

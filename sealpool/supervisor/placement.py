@@ -4,7 +4,8 @@ A sector is bound to the host of its first temp phase (AddPiece), and its PC1 ru
 Left to whichever AddPiece worker takes it first, a new sector may go to a host whose PC1
 slots are all busy for hours, while another host's slot frees in minutes. So the supervisor
 names the host: each live PC1 slot frees now (idle) or when its run is expected to end —
-its start plus the host's last PC1 run time (the configured PC1 time until one is known);
+its start plus the host's PC1 run time (the median of its slots' last runs in the hour,
+else the configured PC1 time);
 the sectors already heading to a host (in AddPiece or queued for PC1) take its earliest
 frees in turn. A CC sector goes where the next free one comes soonest (the slots never
 wait), a deal sector where its PC1 would end soonest (a faster host may be worth a short
@@ -62,8 +63,7 @@ def place(
     both AddPiece and PC1 (the sector then goes to the shared AddPiece queue). ``pc1_ms``
     is the PC1 run time expected of a host none of whose slots has finished one yet."""
     pc1 = [s for s in slots if s.phase == S.PRE_COMMIT_1.value and s.state in TAKING]
-    adders = {s.host for s in slots if s.phase == S.ADD_PIECE.value and s.state in TAKING}
-    hosts = sorted(adders & {s.host for s in pc1})
+    hosts = sorted(placeable(slots))
     if not hosts:
         return None
     idle = Counter(s.host for s in pc1 if s.state == "idle")
@@ -71,7 +71,7 @@ def place(
     def wait_ms(host: str) -> float:
         """Milliseconds until the new sector's PC1 would start (or end) on ``host``."""
         own = [s for s in pc1 if s.host == host]
-        runs = [s.last_run_ms for s in own if s.last_run_ms]
+        runs = [s.last_run_ms for s in own if s.last_run_ms]  # the median of their last runs
         run_ms = statistics.median(runs) if runs else pc1_ms
         frees = sorted(_free_at(s, now_ms, run_ms) for s in own)
         rounds, position = divmod(heading[host], len(frees))
@@ -79,6 +79,13 @@ def place(
         return starts + run_ms if soonest_end else starts
 
     return min(hosts, key=lambda host: (wait_ms(host), -idle[host]))
+
+
+def placeable(slots: Sequence[SlotReport]) -> set[str]:
+    """Hosts a new sector can be bound to: those whose AddPiece and PC1 slots take work."""
+    taking = [s for s in slots if s.state in TAKING]
+    adders = {s.host for s in taking if s.phase == S.ADD_PIECE.value}
+    return adders & {s.host for s in taking if s.phase == S.PRE_COMMIT_1.value}
 
 
 def _free_at(slot: SlotReport, now_ms: int, run_ms: float) -> float:

@@ -59,7 +59,13 @@ from sealpool.sealing_tasks.dispatch import (
 from sealpool.store import PhaseStatus, Sector, SectorKind, SectorState, parse_sector_id
 from sealpool.store.states import RESTART_FROM
 from sealpool.supervisor.leader import LeaderLease
-from sealpool.supervisor.placement import heading_to_pc1, is_heading, place, shortfall
+from sealpool.supervisor.placement import (
+    heading_to_pc1,
+    is_heading,
+    place,
+    placeable,
+    shortfall,
+)
 from sealpool.supervisor.ratio import phase_times, suggest
 from sealpool.worker_profiles.slots import (
     RUNNING,
@@ -315,9 +321,18 @@ class Supervisor:
         look-ahead (:func:`~sealpool.supervisor.placement.shortfall`); deal sectors count
         only the deal sectors in front of them (a deal outranks CC sectors in the queues,
         so it never waits for them to start)."""
-        lookahead = self.rt.settings.lookahead
+        settings = self.rt.settings
+        lookahead, binding = settings.lookahead, settings.host_binding
+        allowed = self._starts_allowed(slots)
+        if allowed <= 0:
+            return
         pc1 = [s for s in slots if s.phase == S.PRE_COMMIT_1.value]
-        idle = Counter(s.host for s in pc1 if s.state == "idle")  # not paused, draining, lost
+        # a new sector can fill only the idle slots of a host it can be bound to (all of
+        # them when none can: it then goes to the shared AddPiece queue, bound to none)
+        hosts = placeable(slots) if binding else set()
+        idle = Counter(
+            s.host for s in pc1 if s.state == "idle" and (s.host in hosts or not hosts)
+        )  # not paused, draining, lost
         running = {s.sector for s in pc1 if s.state in RUNNING and s.sector}
         counts = self.store.counts()
         in_front = sum(counts[S.ADD_PIECE].values()) + sum(counts[S.PRE_COMMIT_1].values())
@@ -331,10 +346,8 @@ class Supervisor:
         }
         room = idle.total() + lookahead
         now_ms = self.store.now_ms()
-        pc1_ms = self.rt.settings.wall_phase_seconds[S.PRE_COMMIT_1.value] * 1000
-        # at most what either count wants: a start lost to another supervisor counts too
-        wanted = shortfall(idle, by_kind["cc"], lookahead) + room
-        allowed = min(self._starts_allowed(slots), wanted)
+        pc1_ms = settings.wall_phase_seconds[S.PRE_COMMIT_1.value] * 1000
+        allowed = min(allowed, shortfall(idle, by_kind["cc"], lookahead) + room)
         while allowed > 0:
             cc = shortfall(idle, by_kind["cc"], lookahead) > 0
             deal = deals_wait and by_kind["deal"].total() < room
@@ -343,16 +356,16 @@ class Supervisor:
                 break
             allowed -= 1
             host = None
-            if self.rt.settings.host_binding:
+            if binding:
                 soonest_end = sector.kind == "deal"
                 host = place(slots, by_kind[sector.kind], now_ms, pc1_ms, soonest_end=soonest_end)
             try:
                 start(self.store, sector.id, actor=self.name, leader=self.lease.fence, host=host)
-            except IllegalTransition:  # another supervisor started it first
-                continue
+                report.started.append(sector.id)
+            except IllegalTransition:  # another supervisor started it: heading somewhere
+                host = None
             for kind in {"cc", sector.kind}:  # a CC start waits for every sector in front
                 by_kind[kind][host or ""] += 1
-            report.started.append(sector.id)
 
     def _heading(self, running: set[str]) -> list[Sector]:
         """Sectors in AddPiece or queued for PC1 (``running`` are running it)."""
