@@ -5,13 +5,12 @@ Left to whichever AddPiece worker takes it first, a new sector may go to a host 
 slots are all busy for hours, while another host's slot frees in minutes. So the supervisor
 names the host: each live PC1 slot frees now (idle) or when its run is expected to end —
 its start plus the host's PC1 run time (the median of its slots' last runs in the hour,
-else the configured PC1 time);
-the sectors already heading to a host (in AddPiece or queued for PC1) take its earliest
-frees in turn. A CC sector goes where the next free one comes soonest (the slots never
-wait), a deal sector where its PC1 would end soonest (a faster host may be worth a short
-wait); ties go to the host with the most idle slots. Only sectors that would run before
-the new one count as heading: for a deal sector, the deal sectors (they outrank CC
-sectors in the queues).
+else the configured PC1 time); the sectors already heading to a host (in AddPiece, or in
+PC1 on no busy slot) take its earliest frees in turn. A CC sector goes where the next
+free one comes soonest (the slots never wait), a deal sector where its PC1 would end
+soonest (a faster host may be worth a short wait); ties go to the host with the most idle
+slots. Only sectors that would run before the new one count as heading: for a deal
+sector, the deal sectors (they outrank CC sectors in the queues).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from sealpool.store import PhaseStatus, Sector, SectorState
+from sealpool.store import Sector, SectorState
 from sealpool.worker_profiles.slots import SlotReport
 
 S = SectorState
@@ -28,9 +27,9 @@ TAKING = frozenset({"idle", "busy"})  # slot states that take new work (not paus
 
 
 def heading_to_pc1(sectors: Iterable[Sector]) -> Counter[str]:
-    """Sectors in AddPiece or queued for PC1, by the host they are bound to ("" for none:
-    the first AddPiece worker to take one binds it)."""
-    return Counter(s.host or "" for s in sectors if is_heading(s))
+    """Sectors on their way to PC1 (the caller's choice), by the host they are bound to
+    ("" for none: the first AddPiece worker to take one binds it)."""
+    return Counter(s.host or "" for s in sectors)
 
 
 def shortfall(idle: Counter[str], heading: Counter[str], lookahead: int) -> int:
@@ -42,12 +41,6 @@ def shortfall(idle: Counter[str], heading: Counter[str], lookahead: int) -> int:
     unbound = heading[""]
     covered = min(short, unbound)
     return short - covered + max(0, lookahead - beyond - (unbound - covered))
-
-
-def is_heading(sector: Sector) -> bool:
-    """Whether the sector is in AddPiece or queued for PC1."""
-    queued = sector.status is PhaseStatus.QUEUED
-    return sector.state is S.ADD_PIECE or (sector.state is S.PRE_COMMIT_1 and queued)
 
 
 def place(

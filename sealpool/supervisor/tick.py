@@ -61,7 +61,6 @@ from sealpool.store.states import RESTART_FROM
 from sealpool.supervisor.leader import LeaderLease
 from sealpool.supervisor.placement import (
     heading_to_pc1,
-    is_heading,
     place,
     placeable,
     shortfall,
@@ -368,10 +367,11 @@ class Supervisor:
                 by_kind[kind][host or ""] += 1
 
     def _heading(self, running: set[str]) -> list[Sector]:
-        """Sectors in AddPiece or queued for PC1 (``running`` are running it)."""
+        """Sectors in AddPiece, and in PC1 but on no slot that reports it ``running``: a
+        sector just claimed, whose slot does not show busy yet, still counts (its slot
+        still counts idle)."""
         pc1 = [i for i in self.store.ids_in_state(S.PRE_COMMIT_1) if i not in running]
-        sectors = self.store.get_many(self.store.ids_in_state(S.ADD_PIECE) + pc1)
-        return [s for s in sectors if is_heading(s)]
+        return self.store.get_many(self.store.ids_in_state(S.ADD_PIECE) + pc1)
 
     def _next_sector(self, cc: bool) -> Sector | None:
         """Deal sectors first (Pending ones, then new ones packed from waiting deals for the
