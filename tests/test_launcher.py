@@ -138,7 +138,8 @@ def test_a_dead_phase_process_is_started_again_and_a_second_launcher_refused(
     assert line.startswith(f"Error: AddPiece slots of hostA are held by process {holder}")
     assert launchers.phase_pids(launcher) == pids  # nothing else started or stopped
 
-    os.kill(pids["pc1@hostA"], signal.SIGKILL)
+    os.kill(pids["pc1@hostA"], signal.SIGKILL)  # delivered asynchronously: wait for its end
+    wait_until(lambda: not running(pids["pc1@hostA"]), what="the killed pc1 process gone")
     again = launchers.consuming(client, prefix, launcher)
     assert again["pc1@hostA"] != pids["pc1@hostA"]
     assert again["ap@hostA"] == pids["ap@hostA"]  # the other phase ran on
